@@ -1,0 +1,18 @@
+# How a transformer's SAE features change with its width (see README.md).
+# This file only loads and validates the config, includes the stages and names the targets;
+# each stage is one file under workflow/rules/, its work one function of workflow/featscale/.
+
+import os
+
+# beside this file, wherever the working directory (--directory) is
+configfile: os.path.join(workflow.basedir, "config.yaml")
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        tokens=TOKENS,

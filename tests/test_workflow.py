@@ -1,0 +1,89 @@
+"""The workflow as a user runs it: lint, dry runs, and the data stage of the tiny and demo configs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import zarr
+
+from conftest import CONFIGS, snakemake
+from featscale.config import SPLITS
+from featscale.token_store import FORMAT, open_split
+
+
+def test_lint_has_no_findings(tmp_path):
+    done = snakemake("--lint", cwd=tmp_path)
+    assert "Congratulations, your workflow is in a good condition!" in done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_dry_run_plans_every_job_under_its_own_run(name, tmp_path):
+    done = snakemake("-n", "--configfile", str(CONFIGS[name]), cwd=tmp_path)
+    out = done.stdout
+    assert "tokenize_corpus" in out and "train_tokenizer" in out
+    outputs = [line.split(":", 1)[1].strip() for line in out.splitlines() if line.strip().startswith("output:")]
+    assert outputs and all(path.startswith(f"results/{name}/") for path in outputs), outputs
+    assert ("fetch_corpus" in out) == (name == "demo")  # only the embedded corpus is fetched
+
+
+def _documents(tokens: np.ndarray, eot: int) -> set[bytes]:
+    cuts = np.flatnonzero(tokens == eot)
+    return {doc.tobytes() for doc in np.split(tokens, cuts + 1) if len(doc) > 1}
+
+
+def test_tiny_store_has_disjoint_splits_and_records_its_provenance(tiny_store):
+    group = zarr.open_group(str(tiny_store), mode="r")
+    attrs = dict(group.attrs)
+    assert attrs["format"] == FORMAT and attrs["source"]["source"] == "synthetic"
+    assert len(attrs["tokenizer_sha256"]) == 64 and attrs["vocab_size"] == 512
+    documents = {}
+    for split in SPLITS:
+        array = open_split(tiny_store, split)
+        assert array.dtype == np.uint16  # 512 ids fit in 16 bits
+        assert array.metadata.dimension_names == ("token",)
+        assert array.shape[0] == attrs["tokens"][split] > 0
+        tokens = array[:]
+        assert tokens[-1] == attrs["eot_id"]  # every document ends with end-of-text
+        documents[split] = _documents(tokens, attrs["eot_id"])
+        assert len(documents[split]) == attrs["documents"][split]
+    assert not documents["train"] & documents["val"]
+    assert not documents["train"] & documents["analysis"]
+    assert not documents["val"] & documents["analysis"]
+
+
+def test_building_twice_with_the_same_seed_gives_identical_stores(tiny_store, tmp_path):
+    snakemake("results/tiny/data/tokens.zarr", "--cores", "2", "--configfile", str(CONFIGS["tiny"]), cwd=tmp_path)
+    again = tmp_path / "results" / "tiny" / "data" / "tokens.zarr"
+    assert dict(zarr.open_group(str(again), mode="r").attrs) == dict(zarr.open_group(str(tiny_store), mode="r").attrs)
+    for split in SPLITS:
+        np.testing.assert_array_equal(open_split(again, split)[:], open_split(tiny_store, split)[:])
+    # another seed splits the documents differently
+    snakemake("results/tiny1/data/tokens.zarr", "--cores", "2", "--configfile", str(CONFIGS["tiny"]),
+              "--config", "seed=1", "run=tiny1", cwd=tmp_path)
+    other = tmp_path / "results" / "tiny1" / "data" / "tokens.zarr"
+    assert not np.array_equal(open_split(other, "val")[:], open_split(tiny_store, "val")[:])
+
+
+def test_a_corpus_too_small_for_the_config_fails_and_leaves_no_store(tmp_path):
+    greedy = tmp_path / "greedy.yaml"
+    greedy.write_text("run: tiny\nfeatures: {tokens: 10000000}\n")
+    done = snakemake("results/tiny/data/tokens.zarr", "--cores", "2", "--configfile", str(CONFIGS["tiny"]), str(greedy),
+                     cwd=tmp_path, check=False)
+    assert done.returncode != 0
+    log = (tmp_path / "results" / "tiny" / "logs" / "tokenize_corpus.log").read_text()
+    assert "the analysis split holds" in log and "`features.tokens` asks for the analysis tokens (10,000,000)" in log
+    data = tmp_path / "results" / "tiny" / "data"
+    assert not (data / "tokens.zarr").exists() and not (data / "tokens.zarr.partial").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.network
+def test_demo_builds_its_store_from_the_embedded_corpus(tmp_path):
+    snakemake("results/demo/data/tokens.zarr", "--cores", "2", "--configfile", str(CONFIGS["demo"]), cwd=tmp_path)
+    store = tmp_path / "results" / "demo" / "data" / "tokens.zarr"
+    attrs = dict(zarr.open_group(str(store), mode="r").attrs)
+    assert attrs["source"]["source"] == "embedded" and attrs["vocab_size"] == 4096
+    assert attrs["documents"]["val"] >= 50 and attrs["documents"]["analysis"] >= 50  # scenes, not plays
+    assert attrs["tokens"]["train"] > 1_000_000
+    text = open_split(store, "train")[:200]
+    assert text.max() < 4096

@@ -1,0 +1,74 @@
+import os
+import sys
+
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+# The package that does the work lives beside the rules; jobs (also on cluster nodes and
+# in conda environments) find it through PYTHONPATH, so it need not be installed there.
+PACKAGE_ROOT = os.path.abspath(os.path.join(workflow.basedir, "workflow"))
+sys.path.insert(0, PACKAGE_ROOT)
+os.environ.update(
+    PYTHONPATH=os.pathsep.join(p for p in (PACKAGE_ROOT, os.environ.get("PYTHONPATH")) if p)
+)
+
+from featscale.config import ConfigError, check_config, describe_schema_error, model_names
+
+
+try:
+    validate(config, "../schemas/config.schema.yaml")
+except WorkflowError as error:
+    cause = error.__context__  # the jsonschema ValidationError
+    if not hasattr(cause, "absolute_path"):
+        raise
+    raise ConfigError(describe_schema_error(cause)) from None
+check_config(
+    config,
+    configfiles=workflow.overwrite_configfiles or [],
+    command_line=workflow.config_settings.overwrite_config,
+)
+
+report: "../report/workflow.rst"
+
+
+RESULTS = f"results/{config['run']}"
+MODELS = model_names(config)
+
+# the artifacts (README, "Outputs"), relative to the working directory
+TOKENIZER = f"{RESULTS}/data/tokenizer.json"
+TOKENS = f"{RESULTS}/data/tokens.zarr"
+EMBEDDED_ARCHIVE = f"{RESULTS}/data/corpus/embedded.tar.gz"
+
+
+def corpus_settings():
+    """The data settings that decide which documents exist and where each goes, and no others
+    (editing an unused source's block, or the store's chunking, reruns nothing upstream)."""
+    data = config["data"]
+    source = data["source"]
+    return {
+        "source": source,
+        source: data[source],
+        "split_fractions": data["split_fractions"],
+    }
+
+
+def store_settings():
+    """What shapes the token store: the corpus settings, the caps and the chunking."""
+    data = config["data"]
+    return corpus_settings() | {
+        key: data[key] for key in ("max_tokens", "chunk_tokens", "shard_chunks")
+    }
+
+
+def corpus_archive(wildcards):
+    return [EMBEDDED_ARCHIVE] if config["data"]["source"] == "embedded" else []
+
+
+def log_path(name):
+    return f"{RESULTS}/logs/{name}.log"
+
+
+def benchmark_path(name):
+    return f"{RESULTS}/benchmarks/{name}.tsv"
