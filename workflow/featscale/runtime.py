@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -30,3 +31,48 @@ def set_threads(threads: int) -> None:
     os.environ["RAYON_NUM_THREADS"] = str(threads)
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(threads)
+
+
+class StopRequested:
+    """Notes SIGTERM (what SLURM sends before preempting or timing out a job) instead of dying,
+    so a training loop can write a checkpoint at its next step and then exit."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        signal.signal(signal.SIGTERM, self._note)
+
+    def _note(self, signum: int, frame: object) -> None:
+        logging.getLogger(__name__).warning("SIGTERM received: checkpointing and stopping")
+        self.requested = True
+
+
+class Stopped(SystemExit):
+    """Raised after the checkpoint that a SIGTERM asked for: the job ends as failed (143),
+    so Snakemake or SLURM retries it, and the retry resumes."""
+
+    def __init__(self) -> None:
+        super().__init__(128 + signal.SIGTERM)
+
+
+def pick_device(setting: str = "auto") -> "torch.device":
+    """`auto`: CUDA when present, else CPU. On CUDA also allow TF32 matmuls."""
+    import torch
+
+    if setting == "auto":
+        setting = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(setting)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    return device
+
+
+def autocast(device: "torch.device"):
+    """bf16 autocast on CUDA; full fp32 elsewhere (the same code path either way)."""
+    import contextlib
+
+    import torch
+
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()

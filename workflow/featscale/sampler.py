@@ -56,3 +56,19 @@ class BatchSampler:
         while True:
             yield self.batch(step)
             step += 1
+
+
+def heldout_windows(tokens: zarr.Array | np.ndarray, n_tokens: int, context: int) -> np.ndarray:
+    """The first `n_tokens` of a split as consecutive, non-overlapping windows of
+    `context + 1` tokens: (n_tokens // (context + 1), context + 1), int64.
+
+    Every model is evaluated on exactly these windows, so losses compare across widths.
+    """
+    n_windows = n_tokens // (context + 1)
+    if n_windows < 1 or n_windows * (context + 1) > tokens.shape[0]:
+        raise ValueError(
+            f"{n_tokens} held-out tokens of a split of {tokens.shape[0]} do not make a whole "
+            f"number (at least 1) of windows of {context + 1}"
+        )
+    flat = np.asarray(tokens[: n_windows * (context + 1)], dtype=np.int64)
+    return flat.reshape(n_windows, context + 1)

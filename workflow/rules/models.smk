@@ -1,0 +1,48 @@
+# One model per width (and seed), trained on the same tokens in the same order.
+
+
+rule train_model:
+    input:
+        tokens=TOKENS,
+    output:
+        weights=f"{RESULTS}/models/{{model}}/model.safetensors",
+        config=f"{RESULTS}/models/{{model}}/config.json",
+        metrics=f"{RESULTS}/models/{{model}}/metrics.csv",
+        final=f"{RESULTS}/models/{{model}}/final.json",
+    params:
+        architecture=model_architecture,
+        model_seed=lambda wildcards: parse_model_name(wildcards.model)[1],
+        run_seed=config["seed"],
+        training=config["training"],
+        evaluation_tokens=config["evaluation"]["tokens"],
+        checkpoints=lambda wildcards: f"{RESULTS}/checkpoints/models/{wildcards.model}",
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=lambda wildcards: train_model_mem_mb(wildcards.model),
+        runtime=lambda wildcards: train_model_runtime(wildcards.model),
+    log:
+        log_path("train_model/{model}"),
+    benchmark:
+        benchmark_path("train_model/{model}")
+    conda:
+        "../../envs/torch.yaml"
+    script:
+        "../scripts/train_model.py"
+
+
+rule export_hf:
+    input:
+        weights=rules.train_model.output.weights,
+        config=rules.train_model.output.config,
+        tokenizer=TOKENIZER,
+    output:
+        directory(f"{RESULTS}/models/{{model}}/hf"),
+    log:
+        log_path("export_hf/{model}"),
+    benchmark:
+        benchmark_path("export_hf/{model}")
+    conda:
+        "../../envs/torch.yaml"
+    script:
+        "../scripts/export_hf.py"
