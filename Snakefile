@@ -10,9 +10,14 @@ configfile: os.path.join(workflow.basedir, "config.yaml")
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
+include: "workflow/rules/models.smk"
+include: "workflow/rules/saes.smk"
 
 
 rule all:
     default_target: True
     input:
         tokens=TOKENS,
+        models=expand(f"{RESULTS}/models/{{model}}/final.json", model=MODELS),
+        hf=expand(f"{RESULTS}/models/{{model}}/hf", model=MODELS),
+        saes=expand(f"{RESULTS}/saes/{{model}}/{{sae}}/eval.json", model=MODELS, sae=config["saes"]),

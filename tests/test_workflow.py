@@ -87,3 +87,34 @@ def test_demo_builds_its_store_from_the_embedded_corpus(tmp_path):
     assert attrs["tokens"]["train"] > 1_000_000
     text = open_split(store, "train")[:200]
     assert text.max() < 4096
+
+
+@pytest.mark.slow
+def test_tiny_config_trains_every_width_and_exports_it_for_transformers(tmp_path):
+    import json
+
+    import torch
+    from transformers import GPT2LMHeadModel
+
+    from featscale.train import load_model
+
+    snakemake("--cores", "2", "--configfile", str(CONFIGS["tiny"]), cwd=tmp_path)
+    models = tmp_path / "results" / "tiny" / "models"
+    losses = {}
+    for name, width in (("w16", 16), ("w32", 32)):
+        final = json.loads((models / name / "final.json").read_text())
+        assert final["width"] == width and final["non_embedding_params"] == 12 * 2 * width**2
+        losses[name] = final["val_loss"]
+        ours = load_model(models / name / "model.safetensors", models / name / "config.json").eval()
+        theirs = GPT2LMHeadModel.from_pretrained(models / name / "hf").eval()
+        ids = torch.randint(0, ours.config.vocab_size, (2, ours.config.context))
+        with torch.no_grad():
+            assert (ours(ids).logits - theirs(ids).logits).abs().max() < 1e-5
+    assert all(loss < 6.0 for loss in losses.values())  # ln(512) = 6.24: both learned something
+    for name in ("w16", "w32"):  # an SAE per model, evaluated spliced into its model
+        evaluation = json.loads((tmp_path / "results" / "tiny" / "saes" / name / "main" / "eval.json").read_text())
+        assert evaluation["ce_clean"] == pytest.approx(losses[name], rel=0.05)
+        assert evaluation["ce_clean"] <= evaluation["ce_sae"] + 1e-3 and 0 < evaluation["l0"] < 128
+    # nothing left to do: a second run is a no-op
+    done = snakemake("-n", "--configfile", str(CONFIGS["tiny"]), cwd=tmp_path)
+    assert "Nothing to be done" in done.stdout + done.stderr

@@ -73,6 +73,7 @@ def check_config(
     problems += _check_data(config)
     problems += _check_models(config)
     problems += _check_saes(config)
+    problems += _check_training(config)
     if problems:
         raise ConfigError("\n".join(problems))
 
@@ -184,6 +185,33 @@ def _check_models(config: Mapping[str, Any]) -> list[str]:
     return problems
 
 
+def _check_training(config: Mapping[str, Any]) -> list[str]:
+    training, context, problems = config["training"], config["models"]["context"], []
+    batch = training["batch_tokens"]
+    if batch % context:
+        problems.append(
+            f"config key `training.batch_tokens` = {batch:,} is not a multiple of `models.context` = "
+            f"{context}: use a whole number of sequences, e.g. {max(1, batch // context) * context:,}."
+        )
+    if training["tokens"] < batch:
+        problems.append(
+            f"config key `training.tokens` = {training['tokens']:,} is less than one batch "
+            f"(`training.batch_tokens` = {batch:,}): raise it."
+        )
+    for key, value in (("training.eval_tokens", training["eval_tokens"]), ("evaluation.tokens", config["evaluation"]["tokens"])):
+        if value < context + 1:
+            problems.append(
+                f"config key `{key}` = {value:,} is less than one window of `models.context` + 1 = "
+                f"{context + 1} tokens: raise it."
+            )
+    if training["eval_tokens"] > config["evaluation"]["tokens"]:
+        problems.append(
+            f"config key `training.eval_tokens` = {training['eval_tokens']:,} exceeds `evaluation.tokens` = "
+            f"{config['evaluation']['tokens']:,}: the periodic validation uses part of the evaluation tokens; lower it."
+        )
+    return problems
+
+
 def _check_saes(config: Mapping[str, Any]) -> list[str]:
     n_layers, problems = config["models"]["n_layers"], []
     for name, spec in config["saes"].items():
@@ -206,5 +234,23 @@ def _check_saes(config: Mapping[str, Any]) -> list[str]:
             problems.append(
                 f"config key `{key}.k` = {k} is set but `{key}.architecture` is "
                 f"{spec['architecture']!r}, which has no k: remove k or use topk."
+            )
+        positions = config["models"]["context"] - (0 if spec["train_on_position_0"] else 1)
+        buffer_tokens = spec["buffer_sequences"] * positions
+        if buffer_tokens < spec["batch_tokens"]:
+            problems.append(
+                f"config key `{key}.buffer_sequences` = {spec['buffer_sequences']} gives a shuffle buffer of "
+                f"{buffer_tokens:,} activations, less than one batch (`{key}.batch_tokens` = "
+                f"{spec['batch_tokens']:,}): raise buffer_sequences."
+            )
+        if spec["bias_init_tokens"] > buffer_tokens:
+            problems.append(
+                f"config key `{key}.bias_init_tokens` = {spec['bias_init_tokens']:,} exceeds one shuffle buffer "
+                f"({buffer_tokens:,} activations): lower it or raise `{key}.buffer_sequences`."
+            )
+        if spec["tokens"] < spec["batch_tokens"]:
+            problems.append(
+                f"config key `{key}.tokens` = {spec['tokens']:,} is less than one batch "
+                f"(`{key}.batch_tokens` = {spec['batch_tokens']:,}): raise it."
             )
     return problems

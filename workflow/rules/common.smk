@@ -14,7 +14,13 @@ os.environ.update(
     PYTHONPATH=os.pathsep.join(p for p in (PACKAGE_ROOT, os.environ.get("PYTHONPATH")) if p)
 )
 
-from featscale.config import ConfigError, check_config, describe_schema_error, model_names
+from featscale.config import (
+    ConfigError,
+    check_config,
+    describe_schema_error,
+    model_names,
+    parse_model_name,
+)
 
 
 try:
@@ -35,6 +41,10 @@ report: "../report/workflow.rst"
 
 RESULTS = f"results/{config['run']}"
 MODELS = model_names(config)
+
+
+wildcard_constraints:
+    model=r"w[0-9]+(-s[0-9]+)?",
 
 # the artifacts (README, "Outputs"), relative to the working directory
 TOKENIZER = f"{RESULTS}/data/tokenizer.json"
@@ -72,3 +82,37 @@ def log_path(name):
 
 def benchmark_path(name):
     return f"{RESULTS}/benchmarks/{name}.tsv"
+
+
+def model_architecture(wildcards):
+    """The shape of one model (its vocabulary comes from the token store)."""
+    width, _ = parse_model_name(wildcards.model)
+    models = config["models"]
+    return {
+        "width": width,
+        "n_layers": models["n_layers"],
+        "head_size": models["head_size"],
+        "context": models["context"],
+    }
+
+
+def _training_flops(model):
+    """6 N D: the compute of training one model, N counting non-embedding parameters."""
+    width, _ = parse_model_name(model)
+    return 6 * 12 * config["models"]["n_layers"] * width**2 * config["training"]["tokens"]
+
+
+def train_model_runtime(model):
+    """Minutes asked of the scheduler: 1 h plus the 6ND compute at a conservative 20 TFLOP/s."""
+    return 60 + int(_training_flops(model) / 20e12 / 60)
+
+
+def train_model_mem_mb(model):
+    """Host memory of a training job: grows with width (weights, optimizer, batches)."""
+    width, _ = parse_model_name(model)
+    return 8000 + 16 * width
+
+
+def train_sae_runtime(sae):
+    """Minutes asked of the scheduler for one SAE: 1 h plus 1 h per 250M training tokens."""
+    return 60 + int(60 * config["saes"][sae]["tokens"] / 250e6)
