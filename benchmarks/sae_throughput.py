@@ -22,9 +22,13 @@ side takes `--warmup` untimed steps, then `--rounds` rounds of `--steps` timed s
 the side that goes first alternating every round; every step is timed on its own, and
 tokens/s is batch / the median step of all rounds (on a shared machine, bursts of other
 work lengthen a few steps, which would skew a mean). After the rounds both sides have
-seen the same batches; FVU and L0 are measured on the same held-out vectors.
+seen the same batches; FVU and L0 are measured on the same held-out vectors. At the
+defaults that is early training (139k tokens): FVU there says more about how fast each
+recipe starts than about where it ends; raise --steps (or shrink --latents/--batch) for more.
+SAELens's step clips the gradient norm to 1.0 and featscale's does not, which alone moves
+FVU; --ours-clip-grad-norm 1.0 adds the clip on our side to separate that from the SAE.
 
-    python benchmarks/sae_throughput.py                  # CPU defaults, ~2-3 min on 2 cores
+    python benchmarks/sae_throughput.py                  # CPU defaults, ~2-4 min on 2 shared cores
     python benchmarks/sae_throughput.py --cases topk --rounds 2 --steps 20
     python benchmarks/sae_throughput.py --device cuda --d-in 768 --latents 24576 --steps 100
     python benchmarks/sae_throughput.py --cases topk --profile 5   # where the time goes
@@ -90,6 +94,7 @@ class Side:
     name: str
     step: Callable[[Any, int], None]  # (batch, global step index)
     reconstruct: Callable[[Any], Any]  # held-out batch (original units) -> reconstruction, codes
+    dead: Callable[[], int]  # latents the side's own tracker counts as dead now
     seconds: list[list[float]] = field(default_factory=list)  # per round
 
 
@@ -129,6 +134,8 @@ def build_featscale(case: str, args: argparse.Namespace, input_scale: float, sam
         loss.backward()
         if topk:
             sae.remove_parallel_gradient()
+        if args.ours_clip_grad_norm is not None:  # not in sae_train: an experiment, off by default
+            torch.nn.utils.clip_grad_norm_(sae.parameters(), args.ours_clip_grad_norm)
         optimizer.step()
         if topk:
             sae.normalize_decoder()
@@ -139,7 +146,7 @@ def build_featscale(case: str, args: argparse.Namespace, input_scale: float, sam
         out = sae(x)
         return out.reconstruction, out.latents
 
-    return Side("featscale", step, reconstruct), sae
+    return Side("featscale", step, reconstruct, lambda: int(tracker.dead_mask.sum())), sae
 
 
 def build_saelens(case: str, args: argparse.Namespace, input_scale: float, ours: Any, device: Any) -> Side:
@@ -248,7 +255,7 @@ def build_saelens(case: str, args: argparse.Namespace, input_scale: float, ours:
         codes = sae.encode(x * input_scale)
         return sae.decode(codes) / input_scale, codes
 
-    return Side("saelens", step, reconstruct)
+    return Side("saelens", step, reconstruct, lambda: int(trainer.dead_neurons.sum()))
 
 
 # ---------------------------------------------------------------- running
@@ -311,14 +318,14 @@ def run_case(case: str, args: argparse.Namespace, train: Any, held: Any, device:
             "per_round": [args.batch / statistics.median(s) for s in sides[side].seconds],
             "fvu": fvu,
             "l0": active / held.shape[0],
+            "dead": sides[side].dead(),
         }
     return result
 
 
 def profile(case: str, side: str, work: Callable[[], None], args: argparse.Namespace) -> None:
-    from torch.profiler import ProfilerActivity, profile as torch_profile
-
     import torch
+    from torch.profiler import ProfilerActivity, profile as torch_profile
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
     with torch_profile(activities=activities) as prof:
@@ -342,13 +349,16 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--beta1", type=float, default=0.9)
     parser.add_argument("--beta2", type=float, default=0.999)
-    parser.add_argument("--steps", type=int, default=40, help="timed steps per side per round")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed steps per side before the rounds")
+    parser.add_argument("--steps", type=int, default=16, help="timed steps per side per round")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps per side before the rounds")
     parser.add_argument("--rounds", type=int, default=2, help="rounds, the side going first alternating")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
     parser.add_argument("--device", default="cuda" if _cuda_available() else "cpu")
     parser.add_argument("--saelens-step", choices=("trainer", "bare"), default="trainer",
                         help="trainer: SAETrainer.step; bare: training_forward_pass + backward + Adam only")
+    parser.add_argument("--ours-clip-grad-norm", type=float, default=None, metavar="NORM",
+                        help="experiment: clip featscale's gradient norm as SAETrainer does (1.0); "
+                             "sae_train does not clip, so this is off by default")
     parser.add_argument("--profile", type=int, default=0, metavar="N",
                         help="after the rounds, profile N more steps of each side (they train both equally)")
     parser.add_argument("--profile-rows", type=int, default=15)
@@ -383,12 +393,14 @@ def main() -> None:
           f"dead after {args.dead_after_tokens:,} tokens")
     print(f"data: {args.train_vectors:,} train + {args.held_vectors:,} held-out vectors, {args.features} true atoms, "
           f"{args.active} active, noise {args.noise}")
+    if args.ours_clip_grad_norm is not None:
+        print(f"featscale step: gradient norm clipped to {args.ours_clip_grad_norm} (not what sae_train does)")
     print(f"SAELens step: {args.saelens_step}; {args.warmup} warm-up + {args.rounds} x {args.steps} timed steps "
           f"per side = {steps_total * args.batch:,} training tokens each\n", flush=True)
 
     results = {case: run_case(case, args, train, held, device) for case in args.cases}
 
-    print(f"\n{'case':<6} {'side':<10} {'tokens/s':>10} {'per round':>19} {'FVU':>7} {'L0':>7} {'ours/SAELens':>13}")
+    print(f"\n{'case':<6} {'side':<10} {'tokens/s':>10} {'per round':>19} {'FVU':>7} {'L0':>7} {'dead':>5} {'ours/SAELens':>13}")
     for case, result in results.items():
         ratio = result["featscale"]["tokens_per_s"] / result["saelens"]["tokens_per_s"]
         for side in SIDES:
@@ -396,9 +408,11 @@ def main() -> None:
             spread = f"{min(r['per_round']):,.0f}-{max(r['per_round']):,.0f}"
             tail = f"{ratio:>12.2f}x" if side == "featscale" else ""
             print(f"{case:<6} {side:<10} {r['tokens_per_s']:>10,.0f} {spread:>19} {r['fvu']:>7.4f} "
-                  f"{r['l0']:>7.1f} {tail}")
+                  f"{r['l0']:>7.1f} {r['dead']:>5} {tail}")
     print(f"\nFVU and L0 on the same {args.held_vectors:,} held-out vectors after {steps_total * args.batch:,} "
-          f"training tokens per side; SAELens {sae_lens.__version__} ({args.saelens_step} step).")
+          f"training tokens per side; SAELens {sae_lens.__version__} ({args.saelens_step} step"
+          f"{', clips gradient norm to 1.0' if args.saelens_step == 'trainer' else ''}); featscale "
+          f"{'clips to ' + str(args.ours_clip_grad_norm) if args.ours_clip_grad_norm else 'does not clip'}.")
     for case, result in results.items():
         ours, theirs = result["featscale"], result["saelens"]
         ratio = ours["tokens_per_s"] / theirs["tokens_per_s"]
