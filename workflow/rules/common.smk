@@ -45,6 +45,7 @@ MODELS = model_names(config)
 
 wildcard_constraints:
     model=r"w[0-9]+(-s[0-9]+)?",
+    sae=r"[A-Za-z0-9][A-Za-z0-9_-]*",
 
 # the artifacts (README, "Outputs"), relative to the working directory
 TOKENIZER = f"{RESULTS}/data/tokenizer.json"
@@ -107,8 +108,8 @@ def train_model_runtime(model):
     return 60 + int(_training_flops(model) / 20e12 / 60)
 
 
-def train_model_mem_mb(model):
-    """Host memory of a training job: grows with width (weights, optimizer, batches)."""
+def gpu_job_mem_mb(model):
+    """Host memory of a model's GPU jobs: grows with width (weights, optimizer, batches)."""
     width, _ = parse_model_name(model)
     return 8000 + 16 * width
 

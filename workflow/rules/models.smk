@@ -19,7 +19,7 @@ rule train_model:
     threads: 2
     resources:
         gpu=1,
-        mem_mb=lambda wildcards: train_model_mem_mb(wildcards.model),
+        mem_mb=lambda wildcards: gpu_job_mem_mb(wildcards.model),
         runtime=lambda wildcards: train_model_runtime(wildcards.model),
     log:
         log_path("train_model/{model}"),

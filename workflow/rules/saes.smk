@@ -18,7 +18,7 @@ rule train_sae:
     threads: 2
     resources:
         gpu=1,
-        mem_mb=lambda wildcards: train_model_mem_mb(wildcards.model),
+        mem_mb=lambda wildcards: gpu_job_mem_mb(wildcards.model),
         runtime=lambda wildcards: train_sae_runtime(wildcards.sae),
     log:
         log_path("train_sae/{model}/{sae}"),
@@ -47,7 +47,7 @@ rule evaluate_sae:
     threads: 2
     resources:
         gpu=1,
-        mem_mb=lambda wildcards: train_model_mem_mb(wildcards.model),
+        mem_mb=lambda wildcards: gpu_job_mem_mb(wildcards.model),
     log:
         log_path("evaluate_sae/{model}/{sae}"),
     benchmark:
