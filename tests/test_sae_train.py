@@ -16,7 +16,7 @@ from safetensors.torch import load_file, save_file
 from featscale.evaluation import evaluate_sae
 from featscale.model import GPT, GPTConfig
 from featscale.sae import SparseAutoencoder
-from featscale.sae_train import ActivationBuffer, schedule, train_sae
+from featscale.sae_train import ActivationBuffer, schedule
 from featscale.sampler import heldout_windows
 
 SPEC = {

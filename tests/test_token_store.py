@@ -9,7 +9,6 @@ import pytest
 import zarr
 
 from featscale.config import SPLITS
-from featscale.corpus import synthetic_documents
 from featscale.splits import document_split, split_documents
 from featscale.token_store import build_token_store, open_split, token_dtype
 from featscale.tokenizer import build_tokenizer, eot_id

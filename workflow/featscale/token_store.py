@@ -155,7 +155,7 @@ def build_token_store(
                 encode(split)
             writers[split].close()
         tokens = {split: writers[split].n_written for split in SPLITS}
-        log.info("tokens per split: %s (documents dropped: %s)", tokens, stats)
+        log.info("tokens per split: %s (documents kept and dropped: %s)", tokens, stats)
         if check is not None:
             check(tokens)
         group.attrs.update(
