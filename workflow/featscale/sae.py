@@ -487,7 +487,7 @@ class GatedSAE(SparseAutoencoder):
         # one matmul serves both paths: x (W ⊙ e) = (x W) ⊙ e for a per-column factor e
         shared = self._centered(x_scaled) @ self.W_enc  # (N, F)
         pi_gate = shared + self.b_enc
-        pi_mag = shared * self.r_mag.exp() + self.b_mag
+        pi_mag = torch.addcmul(self.b_mag, shared, self.r_mag.exp())  # one fused pass
         return pi_gate, pi_mag
 
     def _encode_scaled(self, x_scaled: Tensor) -> Tensor:
@@ -499,7 +499,8 @@ class GatedSAE(SparseAutoencoder):
         latents = (pi_gate > 0).to(pi_mag.dtype) * F.relu(pi_mag)  # (N, F)
         recon = self._decode_scaled(latents)  # (N, d_in)
         gate_acts = F.relu(pi_gate)  # (N, F)
-        sparsity = self.config.l1_coefficient * (gate_acts * self.decoder_norms()).sum(dim=-1).mean()
+        # a matrix-vector product instead of an (N, F) product and a sum
+        sparsity = self.config.l1_coefficient * (gate_acts @ self.decoder_norms()).mean()
         via_gate = gate_acts @ self.W_dec.detach() + self.b_dec.detach()  # (N, d_in)
         aux = (via_gate - x_scaled).pow(2).sum(dim=-1).mean()
         return latents, recon, sparsity, aux
@@ -534,10 +535,12 @@ class TopKSAE(SparseAutoencoder):
         values, indices = pre.topk(self.config.k, dim=-1, sorted=False)  # (N, k), (N, k)
         return F.relu(values), indices
 
+    def _pre_activations(self, x_scaled: Tensor) -> Tensor:
+        return torch.addmm(self.b_enc, self._centered(x_scaled), self.W_enc)  # (N, F), bias fused
+
     def encode_sparse(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """(values (N, k), indices (N, k)) of the active latents of inputs in original units."""
-        x_scaled = self._scale_input(x)
-        return self._topk(self._centered(x_scaled) @ self.W_enc + self.b_enc)
+        return self._topk(self._pre_activations(self._scale_input(x)))
 
     def _sparse_rows(self, values: Tensor, indices: Tensor) -> Tensor:
         # Σ_j values[n, j] · W_dec[indices[n, j]] without an (N, F) @ (F, d_in) matmul
@@ -552,27 +555,26 @@ class TopKSAE(SparseAutoencoder):
         return latents.scatter(1, indices, values)  # (N, F)
 
     def _encode_scaled(self, x_scaled: Tensor) -> Tensor:
-        return self._dense(*self._topk(self._centered(x_scaled) @ self.W_enc + self.b_enc))
+        return self._dense(*self._topk(self._pre_activations(x_scaled)))
 
     def _forward_scaled(self, x_scaled: Tensor, dead_mask: Tensor | None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        pre = self._centered(x_scaled) @ self.W_enc + self.b_enc  # (N, F)
+        pre = self._pre_activations(x_scaled)  # (N, F)
         values, indices = self._topk(pre)  # (N, k)
         recon = self._sparse_rows(values, indices) + self.b_dec  # (N, d_in)
         zero = recon.new_zeros(())
-        aux = zero if dead_mask is None else self._auxk(pre, dead_mask, (x_scaled - recon).detach())
+        dead = None if dead_mask is None else dead_mask.nonzero().squeeze(1)  # (n_dead,)
+        # AuxK only when some latent is dead: most steps of a healthy run skip it entirely
+        aux = zero if dead is None or len(dead) == 0 else self._auxk(pre, dead, (x_scaled - recon).detach())
         return self._dense(values, indices), recon, zero, aux
 
-    def _auxk(self, pre: Tensor, dead_mask: Tensor, error: Tensor) -> Tensor:
-        # live latents get -inf so they are never picked (ReLU of -inf is 0); this needs no
-        # host sync on the number of dead latents, and the final where gives 0 when none is dead
-        k_aux = min(self.config.aux_k, self.config.n_latents)
-        masked = pre.masked_fill(~dead_mask, float("-inf"))  # (N, F)
-        aux_values, aux_indices = masked.topk(k_aux, dim=-1, sorted=False)  # (N, k_aux)
-        error_hat = self._sparse_rows(F.relu(aux_values), aux_indices)  # (N, d_in), no bias: e has none
+    def _auxk(self, pre: Tensor, dead: Tensor, error: Tensor) -> Tensor:
+        # the top aux_k pre-activations among the dead latents' columns only
+        k_aux = min(self.config.aux_k, len(dead))
+        aux_values, aux_positions = pre[:, dead].topk(k_aux, dim=-1, sorted=False)  # (N, k_aux)
+        error_hat = self._sparse_rows(F.relu(aux_values), dead[aux_positions])  # (N, d_in), no bias: e has none
         # normalised by the error's variance so the loss does not fade as the main error shrinks
         variance = (error - error.mean(dim=0)).pow(2).sum().clamp_min(_EPS)
-        aux = self.config.aux_coefficient * (error_hat - error).pow(2).sum() / variance
-        return torch.where(dead_mask.any(), aux, aux.new_zeros(()))
+        return self.config.aux_coefficient * (error_hat - error).pow(2).sum() / variance
 
 
 _VARIANTS: dict[str, type[SparseAutoencoder]] = {cls.architecture: cls for cls in (GatedSAE, ReluSAE, TopKSAE)}
