@@ -179,6 +179,8 @@ def train_sae(
         loss.backward()
         if unit_decoder:
             sae.remove_parallel_gradient()
+        if spec["grad_clip"] is not None:
+            torch.nn.utils.clip_grad_norm_(sae.parameters(), spec["grad_clip"])
         optimizer.step()
         if unit_decoder:
             sae.normalize_decoder()
