@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import csv
+import json
 import logging
 import os
 import signal
 import sys
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # torch is imported lazily: the data rules never load it
+    import torch
 
 
 def log_to(path: str | Path) -> None:
@@ -76,3 +83,26 @@ def autocast(device: "torch.device"):
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def write_atomically(path: str | Path, write: "Callable[[Path], None]") -> None:
+    """`write(temporary path)`, then rename into `path`: a half-written output never appears."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    write(partial)
+    os.replace(partial, path)
+
+
+def write_json(path: str | Path, data: object) -> None:
+    write_atomically(path, lambda p: p.write_text(json.dumps(data, indent=2)))
+
+
+def write_csv(path: str | Path, rows: "Iterable[Mapping[str, object]]", fields: "Sequence[str]") -> None:
+    def write(p: Path) -> None:
+        with open(p, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(rows)
+
+    write_atomically(path, write)

@@ -9,7 +9,6 @@ the buffer it was in and continues the same token stream.
 
 from __future__ import annotations
 
-import csv
 import logging
 import math
 import os
@@ -25,7 +24,7 @@ from tqdm import tqdm
 
 from featscale.checkpoint import Checkpoints
 from featscale.model import GPT
-from featscale.runtime import StopRequested, Stopped, autocast, pick_device
+from featscale.runtime import StopRequested, Stopped, autocast, pick_device, write_csv
 from featscale.sae import CONFIG_FILENAME, WEIGHTS_FILENAME, DeadLatentTracker, SAEConfig, SparseAutoencoder, fraction_of_variance_unexplained, make_sae
 from featscale.sampler import BatchSampler
 from featscale.tokenizer import file_sha256
@@ -211,12 +210,6 @@ def train_sae(
     for name in (WEIGHTS_FILENAME, CONFIG_FILENAME):
         os.replace(staging / name, out_folder / name)
     shutil.rmtree(staging, ignore_errors=True)
-    metrics_path = Path(metrics_path)
-    partial = metrics_path.with_name(metrics_path.name + ".partial")
-    with open(partial, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=METRICS)
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(partial, metrics_path)
+    write_csv(metrics_path, rows, METRICS)
     shutil.rmtree(checkpoints.folder, ignore_errors=True)
     return sae

@@ -5,13 +5,13 @@ from __future__ import annotations
 import hashlib
 import itertools
 import logging
-import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
+from featscale.runtime import write_atomically
 from featscale.splits import split_documents
 
 EOT = "<|endoftext|>"
@@ -76,8 +76,4 @@ def build_tokenizer(
         tokenizer = train_bpe(itertools.islice(texts, limit), tokenizer_config["vocab_size"])
         log.info("trained a BPE of %d tokens on at most %d train documents", tokenizer.get_vocab_size(), limit)
     eot_id(tokenizer)  # refuse a tokenizer without end-of-text before saving it
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_name(out.name + ".partial")
-    tokenizer.save(str(partial))
-    os.replace(partial, out)
+    write_atomically(out, lambda partial: tokenizer.save(str(partial)))

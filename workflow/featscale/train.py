@@ -8,11 +8,9 @@ SIGTERM make a killed job, rerun, end exactly where an uninterrupted one ends.
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import math
-import os
 import random
 import shutil
 import time
@@ -29,7 +27,7 @@ from tqdm import tqdm
 from featscale.checkpoint import Checkpoints
 from featscale.evaluation import mean_loss
 from featscale.model import GPT, GPTConfig
-from featscale.runtime import StopRequested, Stopped, autocast, pick_device
+from featscale.runtime import StopRequested, Stopped, autocast, pick_device, write_atomically, write_csv, write_json
 from featscale.sampler import BatchSampler, heldout_windows
 
 log = logging.getLogger(__name__)
@@ -216,27 +214,12 @@ def _write_outputs(
     outputs: Mapping[str, str | Path],
 ) -> None:
     """Each output under a temporary name, then renamed: a half-written file never appears."""
-
-    def place(key: str, write) -> None:
-        path = Path(outputs[key])
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(path.name + ".partial")
-        write(partial)
-        os.replace(partial, path)
-
     state = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
-    place("weights", lambda p: save_file(state, str(p)))
+    write_atomically(outputs["weights"], lambda p: save_file(state, str(p)))
     config = settings | {
         "n_heads": model_config.n_heads,
         "non_embedding_params": model_config.non_embedding_params,
     }
-    place("config", lambda p: p.write_text(json.dumps(config, indent=2)))
-
-    def write_metrics(path: Path) -> None:
-        with open(path, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=METRICS)
-            writer.writeheader()
-            writer.writerows(rows)
-
-    place("metrics", write_metrics)
-    place("final", lambda p: p.write_text(json.dumps(summary, indent=2)))
+    write_json(outputs["config"], config)
+    write_csv(outputs["metrics"], rows, METRICS)
+    write_json(outputs["final"], summary)

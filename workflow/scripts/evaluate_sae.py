@@ -2,14 +2,12 @@ from featscale.runtime import log_to, set_threads
 
 log_to(snakemake.log[0])
 
-import json
-import os
 from pathlib import Path
 
 import zarr
 
 from featscale.evaluation import evaluate_sae
-from featscale.runtime import pick_device
+from featscale.runtime import pick_device, write_json
 from featscale.sae import SparseAutoencoder
 from featscale.sampler import heldout_windows
 from featscale.train import load_model
@@ -30,6 +28,4 @@ result = evaluate_sae(
     pick_device(snakemake.params.device),
     first_position=0 if spec["train_on_position_0"] else 1,
 )
-partial = snakemake.output[0] + ".partial"
-Path(partial).write_text(json.dumps(result, indent=2))
-os.replace(partial, snakemake.output[0])
+write_json(snakemake.output[0], result)
