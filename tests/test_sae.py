@@ -8,6 +8,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from featscale.sae import (
@@ -209,6 +210,38 @@ def test_gated_paths_match_a_hand_computed_example():
     torch.testing.assert_close(out.sparsity_loss, torch.tensor(0.5 * (1.0 + 0.1 * math.sqrt(2) + 3.0) / 2))
     # via the gate: ReLU(π_gate) W_dec + b_dec = (1.6, 0.1) and (0.5, 3)
     torch.testing.assert_close(out.aux_loss, torch.tensor((0.01 + 0.81 + 0.0625) / 2))
+
+
+def test_gated_hand_written_backward_equals_autograd_of_the_definition(data):
+    # the fused training step must give the gradients autograd gives for the docstring's formulas
+    torch.manual_seed(3)
+    sae = randomised(make_sae(config("gated"))).double()
+    with torch.no_grad():
+        sae.r_mag.normal_(0, 0.3)
+        sae.b_mag.normal_(0, 0.3)
+        sae.W_dec.mul_(torch.rand(sae.W_dec.shape[0], 1, dtype=torch.float64) + 0.5)  # rows of unequal norm
+    x = data[:96].double()
+    out = sae(x)
+    (out.mse + out.sparsity_loss + out.aux_loss).backward()
+    fused = {name: p.grad.clone() for name, p in sae.named_parameters()}
+
+    params = {name: p.detach().clone().requires_grad_() for name, p in sae.named_parameters()}
+    W_enc, b_gate, r_mag, b_mag, W_dec, b_dec = (
+        params[n] for n in ("W_enc", "b_enc", "r_mag", "b_mag", "W_dec", "b_dec")
+    )
+    xs = x * sae.input_scale
+    centered = xs - b_dec
+    pi_gate = centered @ W_enc + b_gate
+    pi_mag = centered @ (W_enc * r_mag.exp()) + b_mag
+    f = (pi_gate > 0).double() * F.relu(pi_mag)
+    mse = (f @ W_dec + b_dec - xs).pow(2).sum(-1).mean()
+    sparsity = sae.config.l1_coefficient * (F.relu(pi_gate) * W_dec.norm(dim=1)).sum(-1).mean()
+    aux = (F.relu(pi_gate) @ W_dec.detach() + b_dec.detach() - xs).pow(2).sum(-1).mean()
+    torch.testing.assert_close(out.latents, f, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(out.mse + out.sparsity_loss + out.aux_loss, mse + sparsity + aux)
+    (mse + sparsity + aux).backward()
+    for name, p in params.items():
+        torch.testing.assert_close(fused[name], p.grad, rtol=1e-9, atol=1e-9, msg=lambda m, n=name: f"{n}: {m}")
 
 
 def test_gated_auxiliary_loss_does_not_train_the_decoder(data):
