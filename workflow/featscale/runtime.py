@@ -6,6 +6,7 @@ import csv
 import json
 import logging
 import os
+import shutil
 import signal
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -90,8 +91,22 @@ def write_atomically(path: str | Path, write: "Callable[[Path], None]") -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")
-    write(partial)
-    os.replace(partial, path)
+    _remove(partial)  # left by a killed run
+    try:
+        write(partial)
+        if path.is_dir():  # a folder (a zarr store) cannot be renamed over a non-empty one
+            _remove(path)
+        os.replace(partial, path)
+    except BaseException:
+        _remove(partial)
+        raise
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
 
 
 def write_json(path: str | Path, data: object) -> None:

@@ -1,0 +1,167 @@
+"""Feature stores and the exact sparse correlation: every r equals numpy.corrcoef in float64."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import zarr
+
+from featscale.correlation import accumulate_cooccurrence, correlate, open_correlations
+from featscale.features import FeatureWriter, analysis_windows, counted_tokens, open_features, tokens_sha256
+
+
+def random_codes(n_tokens: int, n_latents: int, l0: float, seed: int, dead: int = 0, rare: int = 0) -> np.ndarray:
+    """Dense non-negative sparse codes (n_tokens, n_latents) float32 with Zipf-like firing rates.
+
+    The first `dead` latents never fire; the next `rare` fire exactly twice.
+    """
+    rng = np.random.default_rng(seed)
+    rate = 1.0 / np.arange(1, n_latents + 1) ** 0.7
+    rate = rng.permutation(rate * (l0 / rate.sum()))
+    codes = (rng.random((n_tokens, n_latents)) < rate).astype(np.float32)
+    codes *= rng.exponential(1.0, size=codes.shape).astype(np.float32)
+    codes[:, : dead + rare] = 0
+    for j in range(dead, dead + rare):
+        codes[rng.choice(n_tokens, 2, replace=False), j] = 1.5
+    return codes
+
+
+def write_store(path, codes: np.ndarray, name: str, token_ids: np.ndarray | None = None, batch: int = 97) -> None:
+    """A feature store holding `codes`, written in uneven batches as encode_features does."""
+    writer = FeatureWriter(path, codes.shape[1])
+    for start in range(0, len(codes), batch):
+        writer.add(torch.from_numpy(codes[start : start + batch]))
+    ids = np.arange(len(codes)) if token_ids is None else token_ids
+    writer.finish(torch.ones(codes.shape[1]) * 2, {"model": name, "sae": "main", "tokens_sha256": tokens_sha256(ids)})
+
+
+def corrcoef_cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pearson r of every column of a with every column of b, by numpy.corrcoef in float64."""
+    full = np.corrcoef(a.astype(np.float64), b.astype(np.float64), rowvar=False)
+    return full[: a.shape[1], a.shape[1] :]
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pair")
+    a = random_codes(3000, 300, l0=12, seed=1, dead=5, rare=4)
+    b = random_codes(3000, 260, l0=9, seed=2, dead=3, rare=0)
+    b[:, 100] = a[:, 50] * 0.5 + b[:, 100]  # a planted partner
+    write_store(root / "a.zarr", a, "w8")
+    write_store(root / "b.zarr", b, "w16")
+    return root, a, b
+
+
+def test_store_round_trips_codes_and_stats(pair):
+    root, a, _ = pair
+    store = open_features(root / "a.zarr")
+    assert store.n_tokens == 3000 and store.n_latents == 300
+    np.testing.assert_array_equal(store.dense(), a)
+    np.testing.assert_array_equal(store.dense(1000, 1500), a[1000:1500])
+    np.testing.assert_allclose(store.stat("sum"), a.astype(np.float64).sum(0))
+    np.testing.assert_allclose(store.stat("sum_squares"), (a.astype(np.float64) ** 2).sum(0))
+    np.testing.assert_array_equal(store.stat("count"), (a > 0).sum(0))
+    np.testing.assert_array_equal(store.stat("max"), a.max(0))
+    fired = a.max(0) > 0
+    np.testing.assert_array_equal(store.stat("argmax")[fired], a.argmax(0)[fired])
+    assert (store.stat("argmax")[~fired] == -1).all()
+    np.testing.assert_array_equal(store.stat("importance"), a.max(0) * 2)  # decoder norms of 2
+    assert store.attrs["l0"] == pytest.approx((a > 0).sum() / 3000)
+    group = zarr.open_group(str(root / "a.zarr"), mode="r")
+    assert group["indptr"].dtype == np.int64 and group["indices"].dtype == np.int32
+    assert group["values"].dtype == np.float32
+
+
+def test_store_reads_through_xarray(pair):
+    xarray = pytest.importorskip("xarray")
+    root, a, _ = pair
+    ds = xarray.open_zarr(root / "a.zarr", consolidated=False)
+    assert ds["max"].dims == ("latent",) and ds.sizes["latent"] == 300
+    assert ds["indices"].dims == ("nonzero",) and ds["indptr"].dims == ("token_edge",)
+    np.testing.assert_array_equal(ds["count"].values, (a > 0).sum(0))
+    assert ds.attrs["model"] == "w8"
+
+
+@pytest.mark.parametrize("workers, block, chunk", [(1, 1000, 100000), (1, 70, 701), (2, 90, 1024)])
+def test_every_correlation_equals_numpy_corrcoef(pair, tmp_path, workers, block, chunk):
+    root, a, b = pair
+    correlate(root / "a.zarr", root / "b.zarr", tmp_path / "r.zarr", min_count=3, block_latents=block,
+              token_chunk=chunk, matrix_dtype="float64", workers=workers)
+    store = open_correlations(tmp_path / "r.zarr")
+    ids_a, ids_b = store.side("a")["latent"], store.side("b")["latent"]
+    count_a, count_b = (a > 0).sum(0), (b > 0).sum(0)
+    np.testing.assert_array_equal(ids_a, np.flatnonzero(count_a >= 3))
+    np.testing.assert_array_equal(ids_b, np.flatnonzero(count_b >= 3))
+    expected = corrcoef_cross(a[:, ids_a], b[:, ids_b])
+    np.testing.assert_allclose(store.group["matrix"][:], expected, atol=1e-6, rtol=0)
+    side_a, side_b = store.side("a"), store.side("b")
+    np.testing.assert_allclose(side_a["max_similarity"], expected.max(1), atol=1e-6, rtol=0)
+    np.testing.assert_array_equal(side_a["best_partner"], ids_b[expected.argmax(1)])
+    np.testing.assert_allclose(side_b["max_similarity"], expected.max(0), atol=1e-6, rtol=0)
+    np.testing.assert_array_equal(side_b["best_partner"], ids_a[expected.argmax(0)])
+    assert side_a["best_partner"][list(ids_a).index(50)] == 100  # the planted partner
+    attrs = store.attrs
+    assert (attrs["a_dead"], attrs["a_rare"], attrs["b_dead"], attrs["b_rare"]) == (5, 4, 3, 0)
+    assert attrs["a_counted"] == len(ids_a) and attrs["n_tokens"] == 3000
+
+
+def test_dead_and_rare_latents_are_excluded_never_filled(pair, tmp_path):
+    root, a, b = pair
+    correlate(root / "a.zarr", root / "b.zarr", tmp_path / "r.zarr", min_count=1, matrix_dtype="float32")
+    store = open_correlations(tmp_path / "r.zarr")
+    ids_a = store.side("a")["latent"]
+    assert not set(range(5)) & set(ids_a)  # dead: absent
+    assert set(range(5, 9)) <= set(ids_a)  # rare, but min_count 1 keeps them
+    matrix = store.group["matrix"][:]
+    assert np.isfinite(matrix).all() and np.abs(matrix).max() <= 1.0 + 1e-6
+    assert store.group["matrix"].dtype == np.float32
+    assert (store.attrs["a_dead"], store.attrs["a_rare"]) == (5, 0)
+
+
+def test_matrix_can_be_switched_off_and_float16_is_the_default(pair, tmp_path):
+    root, *_ = pair
+    correlate(root / "a.zarr", root / "b.zarr", tmp_path / "none.zarr", matrix_dtype="none")
+    assert "matrix" not in zarr.open_group(str(tmp_path / "none.zarr"), mode="r")
+    correlate(root / "a.zarr", root / "b.zarr", tmp_path / "half.zarr")
+    assert zarr.open_group(str(tmp_path / "half.zarr"), mode="r")["matrix"].dtype == np.float16
+
+
+def test_stores_of_different_tokens_are_refused_and_nothing_is_written(pair, tmp_path):
+    root, a, _ = pair
+    write_store(tmp_path / "other.zarr", a, "w32", token_ids=np.arange(len(a)) + 1)
+    with pytest.raises(ValueError, match="different tokens"):
+        correlate(root / "a.zarr", tmp_path / "other.zarr", tmp_path / "r.zarr")
+    assert not (tmp_path / "r.zarr").exists() and not (tmp_path / "r.zarr.partial").exists()
+
+
+def test_cooccurrence_caps_expanded_products():
+    # tiny max_pairs forces one entry per piece: the sums must not change
+    rng = np.random.default_rng(0)
+    b = (rng.random((40, 30)) < 0.2) * rng.random((40, 30))
+    b_indptr = np.concatenate([[0], np.cumsum((b > 0).sum(1))])
+    b_rows = (b_indptr, np.nonzero(b)[1], b[b > 0])
+    tokens, latents = rng.integers(0, 40, 200), rng.integers(0, 7, 200)
+    values = rng.random(200)
+    expected = np.zeros((7, 30))
+    np.add.at(expected, latents, values[:, None] * b[tokens])
+    for max_pairs in (1, 5, 10**6):
+        out = np.zeros((7, 30))
+        accumulate_cooccurrence(tokens, latents, values, b_rows, out, max_pairs)
+        np.testing.assert_allclose(out, expected)
+
+
+def test_windows_are_shared_and_position_0_is_optional():
+    tokens = np.arange(1000)
+    windows = analysis_windows(tokens, n_tokens=70, context=8, include_position_0=False, random_seed=None)
+    assert windows.shape == (10, 8) and (windows[:, 0] == np.arange(0, 80, 8)).all()
+    counted = counted_tokens(windows, False, 70)
+    assert len(counted) == 70 and 0 not in counted and 8 not in counted
+    with_first = analysis_windows(tokens, n_tokens=70, context=8, include_position_0=True, random_seed=None)
+    assert with_first.shape == (9, 8)
+    random = analysis_windows(tokens, n_tokens=70, context=8, include_position_0=True, random_seed=3)
+    again = analysis_windows(tokens, n_tokens=70, context=8, include_position_0=True, random_seed=3)
+    np.testing.assert_array_equal(random, again)
+    assert (np.diff(random, axis=1) == 1).all()  # whole windows of consecutive tokens
+    with pytest.raises(ValueError, match="lower features.tokens"):
+        analysis_windows(tokens, n_tokens=1000, context=8, include_position_0=False, random_seed=None)
