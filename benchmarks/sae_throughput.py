@@ -115,6 +115,9 @@ def build_featscale(case: str, args: argparse.Namespace, input_scale: float, sam
         n_latents=args.latents,
         k=args.k if topk else None,
         l1_coefficient=None if topk else args.l1,
+        # SAELens's GatedTrainingSAE trains the decoder through the auxiliary loss too (the paper
+        # freezes it there, featscale's default); compare like with like unless asked otherwise
+        gated_aux_trains_decoder=not topk and args.gated_aux == "saelens",
         dead_after_tokens=args.dead_after_tokens,
         input_scale=input_scale,
     )
@@ -359,6 +362,9 @@ def main() -> None:
     parser.add_argument("--ours-clip-grad-norm", type=float, default=1.0, metavar="NORM",
                         help="clip featscale's gradient norm (sae_train's default grad_clip, and "
                              "SAETrainer's: 1.0); 0 switches it off")
+    parser.add_argument("--gated-aux", choices=("saelens", "paper"), default="saelens",
+                        help="featscale's gated auxiliary loss: saelens (trains the decoder, as SAELens) "
+                             "or paper (frozen decoder copy, featscale's default)")
     parser.add_argument("--profile", type=int, default=0, metavar="N",
                         help="after the rounds, profile N more steps of each side (they train both equally)")
     parser.add_argument("--profile-rows", type=int, default=15)

@@ -212,10 +212,11 @@ def test_gated_paths_match_a_hand_computed_example():
     torch.testing.assert_close(out.aux_loss, torch.tensor((0.01 + 0.81 + 0.0625) / 2))
 
 
-def test_gated_hand_written_backward_equals_autograd_of_the_definition(data):
+@pytest.mark.parametrize("aux_trains_decoder", [False, True])
+def test_gated_hand_written_backward_equals_autograd_of_the_definition(data, aux_trains_decoder):
     # the fused training step must give the gradients autograd gives for the docstring's formulas
     torch.manual_seed(3)
-    sae = randomised(make_sae(config("gated"))).double()
+    sae = randomised(make_sae(config("gated", gated_aux_trains_decoder=aux_trains_decoder))).double()
     with torch.no_grad():
         sae.r_mag.normal_(0, 0.3)
         sae.b_mag.normal_(0, 0.3)
@@ -236,7 +237,8 @@ def test_gated_hand_written_backward_equals_autograd_of_the_definition(data):
     f = (pi_gate > 0).double() * F.relu(pi_mag)
     mse = (f @ W_dec + b_dec - xs).pow(2).sum(-1).mean()
     sparsity = sae.config.l1_coefficient * (F.relu(pi_gate) * W_dec.norm(dim=1)).sum(-1).mean()
-    aux = (F.relu(pi_gate) @ W_dec.detach() + b_dec.detach() - xs).pow(2).sum(-1).mean()
+    aux_W, aux_b = (W_dec, b_dec) if aux_trains_decoder else (W_dec.detach(), b_dec.detach())
+    aux = (F.relu(pi_gate) @ aux_W + aux_b - xs).pow(2).sum(-1).mean()
     torch.testing.assert_close(out.latents, f, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(out.mse + out.sparsity_loss + out.aux_loss, mse + sparsity + aux)
     (mse + sparsity + aux).backward()

@@ -21,7 +21,7 @@ from featscale.sampler import heldout_windows
 
 SPEC = {
     "architecture": "gated", "n_latents": 64, "site": "resid_pre", "layer": 1, "l1_coefficient": 0.5, "k": None,
-    "aux_k": None, "aux_coefficient": 1 / 32, "dead_after_tokens": 5000, "seed": 0, "tokens": 512 * 24,
+    "aux_k": None, "aux_coefficient": 1 / 32, "gated_aux_trains_decoder": False, "dead_after_tokens": 5000, "seed": 0, "tokens": 512 * 24,
     "batch_tokens": 512, "lr": 3e-3, "betas": [0.9, 0.999], "grad_clip": 1.0, "schedule": "authors", "lr_decay_fraction": 0.2,
     "lr_warmup_fraction": 0.05, "l1_warmup_fraction": 0.05, "bias_init": "geometric_median", "bias_init_tokens": 256,
     "buffer_sequences": 48, "harvest_batch": 16, "train_on_position_0": False, "checkpoint_every_buffers": 1,

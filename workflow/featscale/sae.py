@@ -60,6 +60,8 @@ class SAEConfig:
     l1_coefficient: float | None = None  # gated and relu only
     aux_k: int | None = None  # topk only: dead latents used by AuxK; None -> d_in // 2
     aux_coefficient: float = 1 / 32  # topk only: weight of AuxK (Gao et al.)
+    # gated only: the auxiliary loss also trains W_dec, b_dec (SAELens) instead of a frozen copy (the paper)
+    gated_aux_trains_decoder: bool = False
     dead_after_tokens: int = 10_000_000  # a latent silent for this many tokens is dead
     input_scale: float = 1.0  # x̃ = input_scale · x; see SparseAutoencoder.input_scale_for
     hook: dict[str, Any] = field(default_factory=dict)  # what the SAE reads: model, layer, site
@@ -81,6 +83,10 @@ class SAEConfig:
         self.input_scale = float(self.input_scale)
         if not isinstance(self.hook, dict):
             raise ValueError(f"SAEConfig.hook must be a dict (model, layer, site), got {type(self.hook).__name__}")
+        if not isinstance(self.gated_aux_trains_decoder, bool):
+            raise ValueError(f"SAEConfig.gated_aux_trains_decoder must be true or false, got {self.gated_aux_trains_decoder!r}")
+        if self.gated_aux_trains_decoder and self.architecture != "gated":
+            raise ValueError("SAEConfig.gated_aux_trains_decoder is for 'gated' SAEs only: remove it")
         if self.architecture == "topk":
             self._check_topk()
         else:
@@ -486,7 +492,8 @@ class GatedSAE(SparseAutoencoder):
     π_gate = (x̃ - b_dec) W_enc + b_gate,  π_mag = (x̃ - b_dec)(W_enc ⊙ exp(r_mag)) + b_mag,
     f = 1[π_gate > 0] ⊙ ReLU(π_mag).
     loss = mse + λ Σ_i ReLU(π_gate)_i ||W_dec,i||            (SAELens' decoder-norm weighting)
-               + ||x̃ - (ReLU(π_gate) W_dec' + b_dec')||²   (W_dec', b_dec' detached, as the paper)
+               + ||x̃ - (ReLU(π_gate) W_dec' + b_dec')||²   (W_dec', b_dec' detached, as the paper;
+                                                          trained, as SAELens, with gated_aux_trains_decoder)
     The gate's step has no gradient: the gate learns only through the last two terms.
     """
 
@@ -516,7 +523,8 @@ class GatedSAE(SparseAutoencoder):
         # one autograd node with a hand-written backward: the (N, F) elementwise passes, not
         # the matmuls, dominate a step, and autograd would make about three times as many
         latents, recon, gate_penalty, via_gate = _GatedStep.apply(
-            x_scaled, self.W_enc, self.b_enc, self.r_mag, self.b_mag, self.W_dec, self.b_dec
+            x_scaled, self.W_enc, self.b_enc, self.r_mag, self.b_mag, self.W_dec, self.b_dec,
+            self.config.gated_aux_trains_decoder,
         )
         sparsity = self.config.l1_coefficient * gate_penalty
         aux = (via_gate - x_scaled).pow(2).sum(dim=-1).mean()
@@ -550,12 +558,12 @@ class _GatedStep(torch.autograd.Function):
 
     Returns latents f (N, F), recon = f W_dec + b_dec (N, d_in), the gate penalty
     mean_n Σ_i ReLU(π_gate)_ni ||W_dec,i|| (a scalar) and via_gate = ReLU(π_gate) W_dec' + b_dec'
-    (N, d_in) with W_dec', b_dec' treated as constants. Gradients are those autograd gives for
+    (N, d_in) with W_dec', b_dec' treated as constants unless `aux_trains_decoder`. Gradients are those autograd gives for
     these formulas (the Heaviside gate passes none); a test checks them against autograd.
     """
 
     @staticmethod
-    def forward(ctx, x_scaled, W_enc, b_gate, r_mag, b_mag, W_dec, b_dec):  # noqa: ANN001, ANN205
+    def forward(ctx, x_scaled, W_enc, b_gate, r_mag, b_mag, W_dec, b_dec, aux_trains_decoder):  # noqa: ANN001, ANN205
         centered = x_scaled - b_dec  # (N, d_in)
         shared = centered @ W_enc  # (N, F): x (W ⊙ e) = (x W) ⊙ e serves both paths
         magnitude_scale = r_mag.exp()  # (F,)
@@ -568,6 +576,7 @@ class _GatedStep(torch.autograd.Function):
         gate_penalty = (gate_acts @ norms).mean()
         ctx.save_for_backward(centered, shared, magnitude_scale, gate_acts, latents, norms, W_enc, W_dec)
         ctx.mark_non_differentiable(latents)
+        ctx.aux_trains_decoder = aux_trains_decoder
         return latents, recon, gate_penalty, via_gate
 
     @staticmethod
@@ -598,7 +607,10 @@ class _GatedStep(torch.autograd.Function):
             grad_recon,
         )  # (F, d_in)
         grad_b_dec = grad_recon.sum(dim=0) - grad_centered.sum(dim=0)
-        return grad_centered, grad_W_enc, grad_b_gate, grad_r_mag, grad_b_mag, grad_W_dec, grad_b_dec
+        if ctx.aux_trains_decoder:
+            grad_W_dec.addmm_(gate_acts.T, grad_via)
+            grad_b_dec += grad_via.sum(dim=0)
+        return grad_centered, grad_W_enc, grad_b_gate, grad_r_mag, grad_b_mag, grad_W_dec, grad_b_dec, None
 
 
 class TopKSAE(SparseAutoencoder):

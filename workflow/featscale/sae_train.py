@@ -45,6 +45,7 @@ def sae_config_from_spec(spec: Mapping[str, Any], d_in: int, hook: Mapping[str, 
         l1_coefficient=None if topk else spec["l1_coefficient"],
         aux_k=spec["aux_k"] if topk else None,
         aux_coefficient=spec["aux_coefficient"],
+        gated_aux_trains_decoder=spec["gated_aux_trains_decoder"] if spec["architecture"] == "gated" else False,
         dead_after_tokens=spec["dead_after_tokens"],
         hook=dict(hook),
     )
