@@ -288,7 +288,7 @@ def build_universality_grid(
     pairs: (source, target) -> DataFrame with columns relative_importance and
     max_similarity, one row per source latent; every ordered pair of the models named
     must be there. fits: DataFrame with columns source, target, b, c, pearson_r (and `a`
-    for the authors' curve), one row per pair; NaN b or c means the fit failed: no curve,
+    for the authors' curve), one row per pair; NaN b, c (or a) means the fit failed: no curve,
     and the title says so. replicate_pairs: pairs marked † (same width, different seed).
     reference_lines: (source, target) -> y of a dashed horizontal line.
     """
