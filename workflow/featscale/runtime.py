@@ -63,11 +63,25 @@ class Stopped(SystemExit):
 
 
 def pick_device(setting: str = "auto") -> "torch.device":
-    """`auto`: CUDA when present, else CPU. On CUDA also allow TF32 matmuls."""
+    """`auto`: a GPU of this job's own when CUDA has one, else the CPU; `cuda`: the same, but
+    never the CPU; anything else (`cpu`, `cuda:1`) as given. On CUDA also allow TF32 matmuls.
+
+    Concurrent GPU jobs on one machine each claim a different GPU (featscale.gpus); under SLURM
+    the job keeps the GPU SLURM gave it.
+    """
     import torch
 
-    if setting == "auto":
-        setting = "cuda" if torch.cuda.is_available() else "cpu"
+    from featscale.gpus import claim_gpu
+
+    if setting in ("auto", "cuda"):
+        started = torch.cuda.is_initialized()  # then CUDA_VISIBLE_DEVICES can no longer narrow it
+        claim = claim_gpu(narrow=not started)
+        if claim is not None and torch.cuda.is_available():
+            index = claim.position if started else 0
+            torch.cuda.set_device(index)
+            setting = f"cuda:{index}"
+        elif setting == "auto":
+            setting = "cpu"
     device = torch.device(setting)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True

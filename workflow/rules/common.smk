@@ -21,6 +21,7 @@ from featscale.config import (
     model_names,
     parse_model_name,
 )
+from featscale.gpus import gpu_slots
 
 
 try:
@@ -37,6 +38,13 @@ check_config(
 )
 
 report: "../report/workflow.rst"
+
+# GPU slots of a local run: as many GPU jobs at once as there are visible GPUs, and at least
+# one, so that a machine without a GPU still runs every rule; each GPU job then claims a GPU of
+# its own (featscale.gpus). `--resources gpu=N` overrides this; a cluster run (a remote
+# executor, which sets --jobs) leaves GPUs to the cluster's scheduler.
+if "gpu" not in workflow.global_resources and workflow.nodes is None:
+    workflow.global_resources["gpu"] = gpu_slots()
 
 
 RESULTS = f"results/{config['run']}"
