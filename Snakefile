@@ -12,6 +12,8 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/models.smk"
 include: "workflow/rules/saes.smk"
+include: "workflow/rules/features.smk"
+include: "workflow/rules/universality.smk"
 
 
 rule all:
@@ -21,3 +23,6 @@ rule all:
         models=expand(f"{RESULTS}/models/{{model}}/final.json", model=MODELS),
         hf=expand(f"{RESULTS}/models/{{model}}/hf", model=MODELS),
         saes=expand(f"{RESULTS}/saes/{{model}}/{{sae}}/eval.json", model=MODELS, sae=config["saes"]),
+        correlations=[path for sae in config["saes"] for path in correlation_paths(sae)],
+        figures=expand(f"{RESULTS}/figures/{{sae}}/universality_grid.png", sae=config["saes"]),
+        report=f"{RESULTS}/report.md",

@@ -263,7 +263,7 @@ def measures_table() -> pd.DataFrame:
             "l0": [22, 33, 35, 49],
             "live_latents": [20000, 21000, 21500, 23000],
             "non_collapsed_latents": [19000, np.nan, 20000, 22000],
-            "n_for_90pct_recovery": [np.nan] * 4,
+            "n_for_recovery": [np.nan] * 4,
         }
     )
 
@@ -317,7 +317,7 @@ MISSING = [
         "reconstructed_losses": ("model", "clean", "spliced", "zero"),
         "feature_budget_curves": ("model", "n_features", "loss"),
         "ablation_curves": ("model", "percent", "kind", "draw", "loss"),
-        "features_by_width": ("model", "width", "l0", "live_latents", "non_collapsed_latents", "n_for_90pct_recovery"),
+        "features_by_width": ("model", "width", "l0", "live_latents", "non_collapsed_latents", "n_for_recovery"),
         "scaling_law": ("model", "n_params", "clean_loss", "spliced_loss"),
     }.items()
     for column in columns

@@ -54,18 +54,21 @@ def _answer(process: subprocess.Popen, timeout: float) -> str | None:
 def test_concurrent_jobs_each_claim_a_gpu_of_their_own_and_wait_when_all_are_taken(tmp_path):
     env = {key: value for key, value in os.environ.items() if not key.startswith("SLURM_")}
     env |= {"CUDA_VISIBLE_DEVICES": "0,1", gpus.LOCKS_ENV: str(tmp_path)}
-    first, second, third = (_holder(env) for _ in range(3))
+    first, second = _holder(env), _holder(env)
+    third = None
     try:
-        answers = {_answer(first, 60), _answer(second, 60)}
+        answers = {_answer(first, 120), _answer(second, 120)}
         assert answers == {"0 0", "1 1"}  # each sees only its own GPU
-        assert _answer(third, 1.0) is None  # both GPUs taken: it waits
+        third = _holder(env)  # started only now: it cannot win the race for a GPU
+        assert _answer(third, 5.0) is None  # both GPUs taken: it waits
         first.stdin.close()
         first.wait(timeout=30)  # exiting releases its GPU, whichever it was
         assert _answer(third, 30) in answers
     finally:
         for process in (first, second, third):
-            process.kill()
-            process.wait()
+            if process is not None:
+                process.kill()
+                process.wait()
 
 
 def test_under_slurm_a_job_keeps_its_one_gpu_and_shares_several_only_among_its_own_processes(tmp_path, monkeypatch):

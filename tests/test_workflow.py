@@ -115,6 +115,39 @@ def test_tiny_config_trains_every_width_and_exports_it_for_transformers(tmp_path
         evaluation = json.loads((tmp_path / "results" / "tiny" / "saes" / name / "main" / "eval.json").read_text())
         assert evaluation["ce_clean"] == pytest.approx(losses[name], rel=0.05)
         assert evaluation["ce_clean"] <= evaluation["ce_sae"] + 1e-3 and 0 < evaluation["l0"] < 128
+    check_tiny_study(tmp_path / "results" / "tiny")
     # nothing left to do: a second run is a no-op
     done = snakemake("-n", "--configfile", str(CONFIGS["tiny"]), cwd=tmp_path)
     assert "Nothing to be done" in done.stdout + done.stderr
+
+
+def check_tiny_study(results):
+    """The tiny run's feature stores, correlation, budgets and report, against first principles."""
+    import pandas as pd
+
+    from featscale.correlation import open_correlations
+    from featscale.features import open_features
+
+    stores = {name: open_features(results / "features" / name / "main.zarr") for name in ("w16", "w32")}
+    assert stores["w16"].attrs["tokens_sha256"] == stores["w32"].attrs["tokens_sha256"]
+    assert stores["w16"].n_tokens == 2048 and stores["w16"].attrs["include_position_0"] is False
+    correlation = open_correlations(results / "correlations" / "main" / "w16__w32.zarr")
+    a, b = (stores[name].dense().astype(np.float64) for name in ("w16", "w32"))
+    side_a, side_b = correlation.side("a"), correlation.side("b")
+    expected = np.corrcoef(a[:, side_a["latent"]], b[:, side_b["latent"]], rowvar=False)
+    expected = expected[: len(side_a["latent"]), len(side_a["latent"]) :]
+    np.testing.assert_allclose(side_a["max_similarity"], expected.max(1), atol=1e-6, rtol=0)
+    np.testing.assert_array_equal(side_a["best_partner"], side_b["latent"][expected.argmax(1)])
+    np.testing.assert_allclose(side_b["max_similarity"], expected.max(0), atol=1e-6, rtol=0)
+    np.testing.assert_allclose(correlation.group["matrix"][:], expected, atol=1e-3, rtol=0)  # float16
+    budgets = pd.concat(pd.read_csv(results / "analysis" / "main" / "budget" / f"{m}.csv") for m in ("w16", "w32"))
+    assert budgets["tokens_sha256"].nunique() == 1  # every width's budget on the same tokens
+    pairs = pd.read_csv(results / "analysis" / "main" / "pairs.csv")
+    assert set(zip(pairs.source, pairs.target)) == {("w16", "w32"), ("w32", "w16")}
+    table = pd.read_csv(results / "analysis" / "main" / "r_table.csv", index_col="source")
+    r = pairs[(pairs["mask"] == "all") & (pairs.source == "w16")]["pearson_r"].item()
+    assert table.loc["w16", "w32"].startswith(f"{r:.4f}")  # row = source
+    report = (results / "report.md").read_text()
+    assert "Deviations from the authors' setup" in report and f"{r:.4f}" in report
+    for figure in ("universality_grid.png", "feature_budget.png", "scaling_law.png", "pairs/w32__w16.png"):
+        assert (results / "figures" / "main" / figure).stat().st_size > 1000

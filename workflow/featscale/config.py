@@ -78,6 +78,12 @@ def check_config(
         raise ConfigError("\n".join(problems))
 
 
+def feature_window_tokens(features: Mapping[str, Any], context: int) -> int:
+    """Tokens the feature windows span: whole windows of `context`, position 0 counted or not."""
+    per_window = context if features["include_position_0"] else context - 1
+    return -(-features["tokens"] // max(per_window, 1)) * context
+
+
 def check_split_sizes(
     tokens: Mapping[str, int], context: int, evaluation_tokens: int, features_tokens: int
 ) -> None:

@@ -25,17 +25,19 @@ import hashlib
 import logging
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
-import torch
 import zarr
-from tqdm import tqdm
 from zarr.codecs import ZstdCodec
 
-from featscale.model import GPT
-from featscale.runtime import autocast, write_atomically
-from featscale.sae import SparseAutoencoder
+from featscale.runtime import write_atomically
+
+if TYPE_CHECKING:  # reading a store (the correlation's CPU environment) needs no torch
+    import torch
+
+    from featscale.model import GPT
+    from featscale.sae import SparseAutoencoder
 
 FORMAT = "featscale.features/1"
 STAT_ARRAYS = ("max", "importance", "argmax", "sum", "sum_squares", "count", "decoder_norm")
@@ -101,6 +103,8 @@ class FeatureWriter:
     """
 
     def __init__(self, path: str | Path, n_latents: int, device: torch.device | str = "cpu"):
+        import torch
+
         self.group = zarr.open_group(str(path), mode="w", zarr_format=3)
         self.codes = {
             name: self.group.create_array(
@@ -117,10 +121,11 @@ class FeatureWriter:
         self.sum_squares = torch.zeros(n_latents, dtype=torch.float64, device=device)
         self.count = torch.zeros(n_latents, dtype=torch.int64, device=device)
 
-    @torch.no_grad()
     def add(self, latents: torch.Tensor) -> None:
         """Append the codes (N, F) >= 0 of the next N tokens."""
-        latents = latents.float()
+        import torch
+
+        latents = latents.detach().float()
         peak, where = latents.max(dim=0)  # (F,)
         better = peak > self.max
         self.max = torch.where(better, peak, self.max)
@@ -187,6 +192,11 @@ def encode_features(
     per-latent statistics stay in memory. The store appears at `out` only when complete.
     Returns the store's attrs.
     """
+    import torch
+    from tqdm import tqdm
+
+    from featscale.runtime import autocast
+
     if sae.config.d_in != model.config.width:
         raise ValueError(
             f"the SAE reads d_in = {sae.config.d_in} but the model's width is {model.config.width}: "

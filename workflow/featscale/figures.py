@@ -64,7 +64,7 @@ MEASURES = {
     "l0": "L0 (latents active per token)",
     "live_latents": "live latents",
     "non_collapsed_latents": "non-collapsed latents",
-    "n_for_90pct_recovery": "features for 90% loss recovery",
+    "n_for_recovery": "features for the set loss recovery (feature_budget.recovery)",
 }
 REPLICATE_MARKER = "†"  # as in the r table: same width, different seed
 
@@ -348,7 +348,7 @@ def build_universality_grid(
                 ax.set_ylabel(Y_LABEL if leftmost else "")
                 ax.tick_params(labelbottom=lowest, labelleft=leftmost)
         note = f"; {REPLICATE_MARKER} same width, different seed" if replicate_pairs else ""
-        figure.suptitle(f"Universality against importance (rows: source model, columns: target model{note})")
+        figure.suptitle(f"Universality against importance\n(rows: source model, columns: target model{note})")
     return UniversalityGrid(figure, axes, tuple(models))
 
 
@@ -545,7 +545,7 @@ def build_features_by_width(measures: pd.DataFrame) -> Figure:
     width): every model is a point, the line joins the mean over seeds of each width.
 
     measures: DataFrame with columns model, width, l0, live_latents,
-    non_collapsed_latents, n_for_90pct_recovery (NaN where not measured). `width` must
+    non_collapsed_latents, n_for_recovery (NaN where not measured). `width` must
     agree with the model's name.
     """
     _require(measures, ("model", "width", *MEASURES), "measures")

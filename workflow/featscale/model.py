@@ -210,7 +210,41 @@ class GPT(nn.Module):
 
         pos = torch.arange(T, device=idx.device)
         x = self.wte(idx) + self.wpe(pos)  # (B, T, C); (T, C) positions broadcast over batch
-        for layer, block in enumerate(self.blocks):
+        return self._blocks(x, 0, splice, stop_at)
+
+    def forward_from(
+        self,
+        resid_pre: Tensor,
+        layer: int,
+        targets: Tensor | None = None,
+        *,
+        interventions: Mapping[tuple[int, str], Intervention] | None = None,
+    ) -> ModelOutput:
+        """forward() from the residual stream entering block `layer` (B, T, C), e.g. from activations().
+
+        Many interventions at one site share the blocks before it: run those once, then this.
+        """
+        interventions = interventions or {}
+        self._check_site(layer, "resid_pre")
+        for where in interventions:
+            self._check_site(*where)
+            if where[0] < layer:
+                raise ValueError(f"an intervention at {where} comes before layer {layer}, where this run starts")
+
+        def splice(layer: int, site: str, value: Tensor) -> Tensor:
+            fn = interventions.get((layer, site))
+            return value if fn is None else fn(value)
+
+        x = self._blocks(resid_pre, layer, splice, None)
+        logits = F.linear(self.ln_f(x), self.lm_head)  # (B, T, V)
+        loss = None if targets is None else F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+        return ModelOutput(logits, loss)
+
+    def _blocks(self, x: Tensor, first: int, splice: Callable[[int, str, Tensor], Tensor],
+                stop_at: tuple[int, str] | None) -> Tensor:
+        """Blocks first.. on the residual stream x entering block `first`."""
+        for layer in range(first, len(self.blocks)):
+            block = self.blocks[layer]
             x = splice(layer, "resid_pre", x)
             if stop_at == (layer, "resid_pre"):
                 return x

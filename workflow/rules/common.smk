@@ -18,6 +18,7 @@ from featscale.config import (
     ConfigError,
     check_config,
     describe_schema_error,
+    feature_window_tokens,
     model_names,
     parse_model_name,
 )
@@ -125,3 +126,18 @@ def gpu_job_mem_mb(model):
 def train_sae_runtime(sae):
     """Minutes asked of the scheduler for one SAE: 1 h plus 1 h per 250M training tokens."""
     return 60 + int(60 * config["saes"][sae]["tokens"] / 250e6)
+
+
+def model_pairs():
+    """Unordered pairs of models, each once, narrower (then lower seed) first: `a__b` names."""
+    return [(a, b) for i, a in enumerate(MODELS) for b in MODELS[i + 1 :]]
+
+
+def correlation_paths(sae):
+    return [f"{RESULTS}/correlations/{sae}/{a}__{b}.zarr" for a, b in model_pairs()]
+
+
+def correlation_block_mb(sae):
+    """One correlation worker's co-occurrence block in MB: block_latents x latents x 8 bytes, x2 headroom."""
+    latents = config["saes"][sae]["n_latents"]
+    return int(2 * min(config["correlation"]["block_latents"], latents) * latents * 8 / 1e6)

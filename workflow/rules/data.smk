@@ -53,8 +53,14 @@ rule tokenize_corpus:
         seed=config["seed"],
         needs={
             "context": config["models"]["context"],
-            "evaluation_tokens": config["evaluation"]["tokens"],
-            "features_tokens": config["features"]["tokens"],
+            # the feature budget reads the first val tokens too
+            "evaluation_tokens": max(config["evaluation"]["tokens"], config["feature_budget"]["tokens"]),
+            # random train windows (the authors' choice) need only one window of the train split
+            "features_tokens": (
+                feature_window_tokens(config["features"], config["models"]["context"])
+                if config["features"]["split"] == "analysis"
+                else 0
+            ),
         },
     threads: 4
     log:

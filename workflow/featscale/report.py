@@ -1,0 +1,222 @@
+"""results/{run}/report.md: the study's tables, fitted parameters and findings, stated from the numbers.
+
+Every sentence that states a finding is computed from the tables it sits beside; nothing is
+canned. The deviations table lists where this run differs from the authors' setup and which
+config key switches it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from featscale.config import parse_model_name
+from featscale.runtime import write_atomically
+from featscale.study import pair_r_table
+
+TALK_ALPHA = {"clean": 0.079, "spliced": 0.088}
+
+
+def markdown_table(frame: pd.DataFrame, digits: int = 4) -> str:
+    """A DataFrame as a Markdown table (numbers rounded), without extra dependencies."""
+
+    def cell(value: Any) -> str:
+        if isinstance(value, (float, np.floating)):
+            if math.isnan(value):
+                return "-"
+            return f"{value:.{digits}g}" if abs(value) >= 1e4 or (value != 0 and abs(value) < 1e-3) else f"{value:.{digits}f}"
+        return str(value)
+
+    lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "|".join("---" for _ in frame.columns) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join(lines) + "\n"
+
+
+def _order(models: Sequence[str]) -> list[str]:
+    return sorted(models, key=parse_model_name)
+
+
+def universality_findings(pairs: pd.DataFrame) -> list[str]:
+    """Sentences on importance against universality, from the per-pair table."""
+    lines = []
+    for mask, label in (("all", "all counted latents"), ("masked", "collapsed clusters masked")):
+        chosen = pairs[pairs["mask"] == mask]
+        if chosen.empty:
+            continue
+        r = chosen["pearson_r"]
+        positive = int((r > 0).sum())
+        text = (f"With {label}, Pearson r(importance, universality) ranges from {r.min():.3f} "
+                f"({_pair(chosen, r.idxmin())}) to {r.max():.3f} ({_pair(chosen, r.idxmax())}); "
+                f"it is positive for {positive} of {len(r)} ordered pairs")
+        if "pearson_r_low" in chosen:
+            excluded = int((chosen["pearson_r_low"] > 0).sum())
+            text += f", and its bootstrap interval lies above 0 for {excluded}"
+        rho = chosen["spearman_rho"]
+        partial = chosen["partial_r_given_log_frequency"]
+        text += (f". Spearman rho ranges from {rho.min():.3f} to {rho.max():.3f}; given log firing frequency, "
+                 f"the partial r ranges from {partial.min():.3f} to {partial.max():.3f}")
+        text += (" (frequency explains part of the relation)." if partial.abs().mean() < r.abs().mean()
+                 else " (frequency does not explain it away).")
+        lines.append(text)
+    chosen = pairs[pairs["mask"] == "all"]
+    if not chosen.empty:
+        wider = [row for row in chosen.itertuples()
+                 if parse_model_name(row.target)[0] > parse_model_name(row.source)[0]]
+        narrower = [row for row in chosen.itertuples()
+                    if parse_model_name(row.target)[0] < parse_model_name(row.source)[0]]
+        if wider and narrower:
+            lines.append(
+                f"Matched into a wider model, latents reach a mean max similarity of "
+                f"{np.mean([r.mean_max_similarity for r in wider]):.3f}; into a narrower one "
+                f"{np.mean([r.mean_max_similarity for r in narrower]):.3f}."
+            )
+        failed = chosen[~chosen["fit_converged"].astype(bool)]
+        if len(failed):
+            lines.append(f"The talk's curve did not converge for {len(failed)} pairs: "
+                         + "; ".join(f"{_pair(chosen, i)}: {chosen.loc[i, 'fit_reason']}" for i in failed.index))
+    return lines
+
+
+def _pair(frame: pd.DataFrame, index: Any) -> str:
+    return f"{frame.loc[index, 'source']} → {frame.loc[index, 'target']}"
+
+
+def budget_findings(budget: pd.DataFrame, widths: pd.DataFrame, recovery: float) -> list[str]:
+    """Sentences on feature budgets: is the wider model's loss lower at every N? top vs random ablation."""
+    lines = []
+    keep = budget[budget["kind"] == "keep"]
+    models = _order(keep["model"].unique())
+    for narrow, wide in zip(models, models[1:]):
+        a = keep[keep.model == narrow].set_index("n_features")["loss"]
+        b = keep[keep.model == wide].set_index("n_features")["loss"]
+        shared = a.index.intersection(b.index)
+        if len(shared) == 0:
+            continue
+        lower = int((b[shared] < a[shared]).sum())
+        lines.append(f"Keeping the top N latents, {wide}'s loss is below {narrow}'s at {lower} of {len(shared)} "
+                     f"shared N ({'every' if lower == len(shared) else 'not every'} N).")
+    needed = widths.set_index("model")["n_for_recovery"]
+    if needed.notna().any():
+        lines.append(f"Latents needed to recover {recovery:.0%} of the full SAE's loss recovery: "
+                     + ", ".join(f"{m} {needed[m]:.0f}" if not math.isnan(needed[m]) else f"{m} never"
+                                 for m in _order(needed.index)) + ".")
+    ablation = budget[budget["kind"].isin(["top", "random"])]
+    if not ablation.empty:
+        mean = ablation.groupby(["model", "kind", "percent"])["loss"].mean().unstack("kind")
+        worse = int((mean["top"] > mean["random"]).sum())
+        lines.append(f"Zeroing the top p% of latents by importance costs more loss than zeroing as many random "
+                     f"latents in {worse} of {len(mean)} (model, p) cases.")
+    return lines
+
+
+def width_findings(widths: pd.DataFrame, architecture: str) -> list[str]:
+    lines = []
+    ordered = widths.sort_values("width")
+    for column, label in (("l0", "L0"), ("live_latents", "live latents"),
+                          ("non_collapsed_latents", "live latents outside collapsed clusters")):
+        values = ordered[column].to_numpy(dtype=float)
+        if np.isnan(values).all():
+            continue
+        trend = ("grows with every step in width" if (np.diff(values) > 0).all()
+                 else "falls with every step in width" if (np.diff(values) < 0).all() else "is not monotone in width")
+        lines.append(f"{label} {trend}: " + ", ".join(f"{m} {v:.1f}" for m, v in zip(ordered["model"], values)) + ".")
+    if architecture == "topk":
+        lines.append("This SAE is TopK: L0 is fixed by k, so it cannot show whether wider models use more latents "
+                     "per token; only live latents and the budget can.")
+    else:
+        lines.append(f"This SAE is {architecture} with one sparsity penalty for every width, so L0 is free to grow "
+                     "with width; a fixed latent count still caps live and non-collapsed latents.")
+    return lines
+
+
+def scaling_findings(fits: Mapping[str, Mapping[str, float]]) -> list[str]:
+    lines = []
+    for name, fit in fits.items():
+        lines.append(f"{name.capitalize()} loss: L = (N_c/N)^α with α = {fit['alpha']:.4f} "
+                     f"(± {fit['alpha_error']:.4f}), N_c = {fit['n_c']:.3g}, R² = {fit['r_squared']:.3f}; "
+                     f"the authors found α ≈ {TALK_ALPHA[name]}.")
+    return lines or ["Fewer than two widths: no scaling fit."]
+
+
+def deviations(config: Mapping[str, Any]) -> pd.DataFrame:
+    """Where this run differs from the authors' setup, and whether a config key switches it."""
+    features, correlation, analysis = config["features"], config["correlation"], config["analysis"]
+    rows = [
+        ("tokens correlated", "2,560 random windows of 512 train tokens",
+         f"{features['tokens']:,} tokens of the {features['split']} split"
+         + (" (consecutive held-out windows)" if features["split"] == "analysis" else " (random windows)"),
+         "yes: features.split, features.tokens"),
+        ("position 0", "included", "included" if features["include_position_0"] else "excluded",
+         "yes: features.include_position_0"),
+        ("dead latents", "correlated (running covariance started at 1: dead pairs at r = 1.0)",
+         "excluded and counted (r undefined)", "no: r of a constant is undefined"),
+        ("rare latents", "kept", f"latents active on < {correlation['min_count']} tokens excluded and counted",
+         "yes: correlation.min_count (1 keeps all but the dead)"),
+        ("collapsed-latent mask", "hand-picked clusters", f"automatic: cosine ≥ {analysis['collapsed_threshold']} with "
+         f"≥ {analysis['collapsed_min_neighbours']} others; tables with and without",
+         "yes: analysis.collapsed_threshold, analysis.collapsed_min_neighbours"),
+        ("fit", "a(1 − e^(−b(x−c))), bounds, KDE weights, first converging start",
+         "1 − e^(−b(x−c)), unweighted, best of several starts"
+         + ("; the authors' fit alongside" if analysis["talk_compatible"] else ""),
+         "yes: analysis.talk_compatible"),
+        ("corpus and models", "OpenWebText, GPT-2 tokenizer, context 512, 8 layers",
+         f"{config['data']['source']} corpus, {config['tokenizer']['kind']} tokenizer, context "
+         f"{config['models']['context']}, {config['models']['n_layers']} layers",
+         "yes: data, tokenizer, models"),
+    ]
+    return pd.DataFrame(rows, columns=["what", "authors", "this run", "switchable"])
+
+
+def write_study_report(
+    out: str | Path,
+    config: Mapping[str, Any],
+    tables: Mapping[str, Mapping[str, Path]],
+) -> None:
+    """report.md from each SAE spec's analysis tables (`tables[sae][name]` paths)."""
+    out = Path(out)
+    lines = [f"# How features change with width: run `{config['run']}`", ""]
+    models = config["models"]
+    lines += [f"Models: widths {', '.join(map(str, sorted(models['widths'])))}, {models['n_layers']} layers, "
+              f"context {models['context']}, {config['training']['tokens']:,} training tokens each. "
+              f"Features: {config['features']['tokens']:,} tokens of the {config['features']['split']} split.", ""]
+    for sae, paths in tables.items():
+        spec = config["saes"][sae]
+        pairs = pd.read_csv(paths["pairs"])
+        losses = pd.read_csv(paths["losses"])
+        widths = pd.read_csv(paths["widths"])
+        census = pd.read_csv(paths["census"])
+        budget = pd.read_csv(paths["budget"])
+        fits = json.loads(Path(paths["scaling_fits"]).read_text())
+        figures = Path(paths["figures"])
+        rel = lambda name: (figures / name).relative_to(out.parent).as_posix()  # noqa: E731
+        lines += [f"## SAE spec `{sae}`: {spec['architecture']}, {spec['n_latents']:,} latents at "
+                  f"layer {spec['layer']} {spec['site']}", ""]
+        lines += ["### SAE quality (held-out val tokens)", "", markdown_table(losses.drop(columns="width")), ""]
+        lines += ["### Importance against universality", "",
+                  "Pearson r(relative importance, max similarity), rows: source, columns: target; "
+                  "bootstrap intervals over latents. All counted latents:", "",
+                  pair_r_table(pairs, "all").to_markdown(), "", "Collapsed clusters masked:", "",
+                  pair_r_table(pairs, "masked").to_markdown(), ""]
+        lines += [f"- {line}" for line in universality_findings(pairs)] + [""]
+        columns = ["source", "target", "mask", "n", "pearson_r", "spearman_rho", "partial_r_given_log_frequency",
+                   "b", "b_error", "c", "c_error", "r_squared"]
+        columns += [c for c in ("authors_a", "authors_b", "authors_c", "authors_r_squared") if c in pairs]
+        lines += ["Fits per ordered pair (the talk's y = 1 − e^(−b(x−c)); authors_*: their weighted, bounded fit):",
+                  "", markdown_table(pairs[columns]), ""]
+        lines += ["### Latents", "", markdown_table(census), ""]
+        lines += ["### Feature budget", ""] + [f"- {line}" for line in
+                                               budget_findings(budget, widths, config["feature_budget"]["recovery"])]
+        lines += ["", "### Do wider models store more features?", "", markdown_table(widths), ""]
+        lines += [f"- {line}" for line in width_findings(widths, spec["architecture"])] + [""]
+        lines += ["### Scaling", ""] + [f"- {line}" for line in scaling_findings(fits)] + [""]
+        lines += ["### Figures", ""] + [f"![{name}]({rel(name)})" for name in (
+            "universality_grid.png", "universality_grid_masked.png", "reconstructed_losses.png",
+            "feature_budget.png", "ablation.png", "features_by_width.png", "scaling_law.png")] + [""]
+    lines += ["## Deviations from the authors' setup", "", markdown_table(deviations(config)), ""]
+    write_atomically(out, lambda path: path.write_text("\n".join(lines)))

@@ -1,0 +1,229 @@
+"""The study's tables, from the stores: importance against universality per ordered pair, and
+what each width does with its features. Pure reading and arithmetic; the fits and statistics
+are featscale.universality's, the figures featscale.figures'.
+
+Ordered pair (source, target): x = relative importance of each counted source latent,
+y = its signed max Pearson correlation with any counted target latent (universality).
+Every statistic is given for all counted source latents ("all") and without the latents in
+collapsed clusters of decoder directions ("masked"), the authors' hand-made mask made
+automatic. The mask applies to the source side; a target's max runs over all its counted
+latents.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from featscale.config import parse_model_name
+from featscale.correlation import counted_latents, open_correlations
+from featscale.features import open_features
+from featscale.universality import (
+    bootstrap_intervals,
+    collapsed_latents,
+    fit_scaling_law,
+    fit_talk_compatible,
+    fit_talk_curve,
+    non_embedding_params,
+    pair_statistics,
+    pearson_r,
+    r_table,
+    relative_importance,
+)
+
+log = logging.getLogger(__name__)
+MASKS = ("all", "masked")
+
+
+def decoder_directions(sae_weights: str | Path) -> np.ndarray:
+    """W_dec (n_latents, d_in) of a saved SAE (SAELens layout), as float32 numpy."""
+    from safetensors.numpy import load_file
+
+    return load_file(str(sae_weights))["W_dec"].astype(np.float32)
+
+
+def latent_census(
+    features: Mapping[str, str | Path],
+    sae_weights: Mapping[str, str | Path],
+    min_count: int,
+    threshold: float,
+    min_neighbours: int,
+) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """Per model: how many latents are dead, rare, counted, collapsed; and each model's collapse mask."""
+    rows, masks = [], {}
+    for model in sorted(features, key=parse_model_name):
+        store = open_features(features[model])
+        counted = counted_latents(store, min_count)
+        collapsed = collapsed_latents(decoder_directions(sae_weights[model]), threshold, min_neighbours)
+        masks[model] = collapsed.collapsed
+        live = store.stat("count") > 0
+        rows.append({
+            "model": model,
+            "width": parse_model_name(model)[0],
+            "n_latents": store.n_latents,
+            "dead": counted.dead,
+            "rare": counted.rare,
+            "counted": len(counted.latents),
+            "live": int(live.sum()),
+            "collapsed": int(collapsed.collapsed.sum()),
+            "collapsed_counted": int(collapsed.collapsed[counted.latents].sum()),
+            "non_collapsed_live": int((live & ~collapsed.collapsed).sum()),
+            "l0": float(store.attrs["l0"]),
+            "n_tokens": store.n_tokens,
+        })
+    return pd.DataFrame(rows), masks
+
+
+def universality_points(
+    features: Mapping[str, str | Path],
+    correlations: Mapping[tuple[str, str], str | Path],
+    masks: Mapping[str, np.ndarray],
+    min_count: int,
+) -> pd.DataFrame:
+    """One row per (source, target, counted source latent): x, y, partner, frequency, collapsed."""
+    stores = {model: open_features(path) for model, path in features.items()}
+    frames = []
+    for (a, b), path in correlations.items():
+        store = open_correlations(path)
+        for source, target, side in ((a, b, "a"), (b, a, "b")):
+            values = store.side(side)
+            source_store = stores[source]
+            counted = counted_latents(source_store, min_count).latents
+            if not np.array_equal(counted, values["latent"]):
+                raise ValueError(
+                    f"{path} counts other latents of {source} than its feature store at min_count = "
+                    f"{min_count}: rerun the correlation with the current settings"
+                )
+            keep = np.zeros(source_store.n_latents, dtype=bool)
+            keep[counted] = True
+            x = relative_importance(source_store.stat("importance"), keep)[counted]
+            frames.append(pd.DataFrame({
+                "source": source,
+                "target": target,
+                "latent": counted,
+                "relative_importance": x,
+                "max_similarity": values["max_similarity"],
+                "best_partner": values["best_partner"],
+                "frequency": source_store.stat("count")[counted] / source_store.n_tokens,
+                "collapsed": masks[source][counted],
+            }))
+    return pd.concat(frames, ignore_index=True)
+
+
+def pair_table(points: pd.DataFrame, talk_compatible: bool, resamples: int, confidence: float,
+               seed: int) -> pd.DataFrame:
+    """Per ordered pair and mask: r, rho, partial r (given log frequency), both fits, intervals."""
+    rows = []
+    for (source, target), group in points.groupby(["source", "target"], sort=False):
+        for mask in MASKS:
+            chosen = group if mask == "all" else group[~group["collapsed"]]
+            x = chosen["relative_importance"].to_numpy()
+            y = chosen["max_similarity"].to_numpy()
+            statistics = pair_statistics(x, y, chosen["frequency"].to_numpy())
+            talk = fit_talk_curve(x, y)
+            row: dict[str, Any] = {
+                "source": source, "target": target, "mask": mask, "n": statistics.n,
+                "pearson_r": statistics.pearson_r, "spearman_rho": statistics.spearman_rho,
+                "partial_r_given_log_frequency": statistics.partial_r,
+                "b": talk.b, "c": talk.c, "b_error": talk.b_error, "c_error": talk.c_error,
+                "r_squared": talk.r_squared, "fit_converged": talk.converged, "fit_reason": talk.reason,
+                "mean_max_similarity": float(np.mean(y)),
+            }
+            if resamples:
+                r_interval = bootstrap_intervals(x, y, pearson_r, resamples, confidence, seed)
+                rho_interval = bootstrap_intervals(
+                    x, y, lambda u, v: float(pd.Series(u).corr(pd.Series(v), method="spearman")),
+                    resamples, confidence, seed,
+                )
+                row.update(pearson_r_low=r_interval.low, pearson_r_high=r_interval.high,
+                           spearman_rho_low=rho_interval.low, spearman_rho_high=rho_interval.high)
+            if talk_compatible:
+                authors = fit_talk_compatible(x, y)
+                row.update(authors_a=authors.a, authors_b=authors.b, authors_c=authors.c,
+                           authors_a_error=authors.a_error, authors_b_error=authors.b_error,
+                           authors_c_error=authors.c_error, authors_r_squared=authors.r_squared,
+                           authors_converged=authors.converged, authors_reason=authors.reason)
+            rows.append(row)
+            log.info("%s -> %s (%s): n %d, r %.4f, b %.3g, c %.3g", source, target, mask, statistics.n,
+                     statistics.pearson_r, talk.b, talk.c)
+    return pd.DataFrame(rows)
+
+
+def pair_r_table(pairs: pd.DataFrame, mask: str):
+    """The talk's r table (rows: source) for one mask, with bootstrap intervals when present."""
+    chosen = pairs[pairs["mask"] == mask]
+    has_interval = "pearson_r_low" in chosen
+    return r_table(
+        {
+            "source": row.source, "target": row.target, "value": row.pearson_r,
+            "low": row.pearson_r_low if has_interval else np.nan,
+            "high": row.pearson_r_high if has_interval else np.nan,
+        }
+        for row in chosen.itertuples()
+    )
+
+
+# ---------------------------------------------------------------- per width
+
+
+def loss_table(evaluations: Mapping[str, str | Path]) -> pd.DataFrame:
+    """Clean, SAE-spliced and zero-ablated val loss and the SAE's quality measures per model."""
+    rows = []
+    for model in sorted(evaluations, key=parse_model_name):
+        result = json.loads(Path(evaluations[model]).read_text())
+        rows.append({
+            "model": model, "width": parse_model_name(model)[0],
+            "clean": result["ce_clean"], "spliced": result["ce_sae"], "zero": result["ce_zero"],
+            "ce_loss_score": result["ce_loss_score"], "kl_score": result["kl_score"], "fvu": result["fvu"],
+            "l0": result["l0"], "dead_fraction": result["dead_fraction"], "dense_fraction": result["dense_fraction"],
+        })
+    return pd.DataFrame(rows)
+
+
+def scaling_table(losses: pd.DataFrame, n_layers: int) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """N = 12·layers·width² per model, and L = (N_c/N)^α fitted to clean and spliced loss."""
+    points = pd.DataFrame({
+        "model": losses["model"],
+        "n_params": [non_embedding_params(n_layers, w) for w in losses["width"]],
+        "clean_loss": losses["clean"],
+        "spliced_loss": losses["spliced"],
+    })
+    fits = {}
+    if points["n_params"].nunique() >= 2:
+        fits = {
+            name: fit_scaling_law(points["n_params"].to_numpy(), points[f"{name}_loss"].to_numpy())
+            for name in ("clean", "spliced")
+        }
+    return points, fits
+
+
+def width_table(census: pd.DataFrame, losses: pd.DataFrame, budgets: pd.DataFrame, recovery: float) -> pd.DataFrame:
+    """Do wider models store more features? L0, live and non-collapsed latents, N for `recovery`."""
+    from featscale.budget import features_for_recovery
+
+    needed = {
+        model: features_for_recovery(group, recovery) for model, group in budgets.groupby("model")
+    }
+    table = census[["model", "width", "n_latents", "live", "non_collapsed_live", "counted"]].copy()
+    table = table.rename(columns={"live": "live_latents", "non_collapsed_live": "non_collapsed_latents"})
+    table["l0"] = table["model"].map(dict(zip(losses["model"], losses["l0"])))
+    table["n_for_recovery"] = table["model"].map(needed)  # recovery share: feature_budget.recovery
+    return table
+
+
+def scaling_fits_json(fits: Mapping[str, Any]) -> dict[str, dict[str, float]]:
+    return {
+        name: {key: float(getattr(fit, key)) for key in ("alpha", "n_c", "alpha_error", "log_n_c_error", "r_squared")}
+        for name, fit in fits.items()
+    }
+
+
+def models_in(paths: Sequence[str | Path], depth: int) -> dict[str, Path]:
+    """{model: path} for paths whose model name is the `depth`-th component from the end."""
+    return {Path(p).parts[-depth]: Path(p) for p in paths}

@@ -1,0 +1,85 @@
+# Every model's SAE codes over the same tokens, and the exact correlation of each pair of models.
+
+
+rule encode_features:
+    input:
+        tokens=TOKENS,
+        model_weights=rules.train_model.output.weights,
+        model_config=rules.train_model.output.config,
+        sae=rules.train_sae.output.weights,
+        sae_config=rules.train_sae.output.config,
+    output:
+        directory(f"{RESULTS}/features/{{model}}/{{sae}}.zarr"),
+    params:
+        spec=lambda wildcards: config["saes"][wildcards.sae],
+        features=config["features"],
+        run_seed=config["seed"],
+        device=config["training"]["device"],
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=lambda wildcards: gpu_job_mem_mb(wildcards.model),
+    log:
+        log_path("encode_features/{model}/{sae}"),
+    benchmark:
+        benchmark_path("encode_features/{model}/{sae}")
+    conda:
+        "../../envs/torch.yaml"
+    script:
+        "../scripts/encode_features.py"
+
+
+rule correlate:
+    input:
+        a=f"{RESULTS}/features/{{a}}/{{sae}}.zarr",
+        b=f"{RESULTS}/features/{{b}}/{{sae}}.zarr",
+    output:
+        directory(f"{RESULTS}/correlations/{{sae}}/{{a}}__{{b}}.zarr"),
+    params:
+        correlation=config["correlation"],
+    wildcard_constraints:
+        a=r"w[0-9]+(-s[0-9]+)?",
+        b=r"w[0-9]+(-s[0-9]+)?",
+    # CPU only: no gpu resource, so a cluster never spends a GPU on it
+    threads: 4
+    resources:
+        mem_mb=lambda wildcards, threads: 4000
+        + threads * correlation_block_mb(wildcards.sae),
+    log:
+        log_path("correlate/{sae}/{a}__{b}"),
+    benchmark:
+        benchmark_path("correlate/{sae}/{a}__{b}")
+    conda:
+        "../../envs/analysis.yaml"
+    script:
+        "../scripts/correlate.py"
+
+
+rule feature_budget:
+    input:
+        tokens=TOKENS,
+        model_weights=rules.train_model.output.weights,
+        model_config=rules.train_model.output.config,
+        sae=rules.train_sae.output.weights,
+        sae_config=rules.train_sae.output.config,
+        features=rules.encode_features.output[0],
+    output:
+        f"{RESULTS}/analysis/{{sae}}/budget/{{model}}.csv",
+    params:
+        spec=lambda wildcards: config["saes"][wildcards.sae],
+        budget=config["feature_budget"],
+        run_seed=config["seed"],
+        batch_size=config["training"]["micro_batch"],
+        device=config["training"]["device"],
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=lambda wildcards: gpu_job_mem_mb(wildcards.model),
+    log:
+        log_path("feature_budget/{model}/{sae}"),
+    benchmark:
+        benchmark_path("feature_budget/{model}/{sae}")
+    conda:
+        "../../envs/torch.yaml"
+    script:
+        "../scripts/feature_budget.py"

@@ -1,0 +1,44 @@
+from featscale.runtime import log_to
+
+log_to(snakemake.log[0])
+
+from pathlib import Path
+
+import pandas as pd
+
+from featscale import figures
+from featscale.runtime import write_atomically
+from featscale.study import scaling_table
+
+inputs, out = snakemake.input, snakemake.output
+points = pd.read_parquet(inputs.points)
+pairs = pd.read_csv(inputs.pairs)
+
+for mask, path in (("all", out.grid), ("masked", out.grid_masked)):
+    chosen = points if mask == "all" else points[~points["collapsed"]]
+    panels = {key: group for key, group in chosen.groupby(["source", "target"])}
+    figures.universality_grid(panels, pairs[pairs["mask"] == mask], path)
+
+
+def per_pair(folder: Path) -> None:
+    folder.mkdir()
+    fits = pairs[pairs["mask"] == "all"].set_index(["source", "target"])
+    for (source, target), group in points.groupby(["source", "target"]):
+        figures.universality_pair(group, fits.loc[(source, target)], folder / f"{source}__{target}.png",
+                                  title=f"{source} → {target}")
+
+
+write_atomically(out.pairs, per_pair)
+losses = pd.read_csv(inputs.losses)
+figures.reconstructed_losses(losses, out.losses)
+budget = pd.read_csv(inputs.budget)
+keep = budget[budget["kind"] == "keep"].copy()
+baselines = budget[budget["kind"].isin(["spliced", "clean"])].pivot(index="model", columns="kind", values="loss")
+keep["full_sae_loss"] = keep["model"].map(baselines["spliced"])
+keep["clean_loss"] = keep["model"].map(baselines["clean"])
+figures.feature_budget_curves(keep, out.budget)
+figures.ablation_curves(budget[budget["kind"].isin(["top", "random", "frequent"])], out.ablation)
+figures.features_by_width(pd.read_csv(inputs.widths), out.widths)
+scaling = pd.read_csv(inputs.scaling)
+_, fits = scaling_table(losses, snakemake.config["models"]["n_layers"])
+figures.scaling_law(scaling, fits, out.scaling)

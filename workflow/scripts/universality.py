@@ -1,0 +1,27 @@
+from featscale.runtime import log_to
+
+log_to(snakemake.log[0])
+
+from featscale.runtime import write_atomically
+from featscale.study import latent_census, pair_r_table, pair_table, universality_points
+
+models, analysis = snakemake.params.models, snakemake.params.analysis
+features = dict(zip(models, snakemake.input.features))
+saes = dict(zip(models, snakemake.input.saes))
+correlations = dict(zip(map(tuple, snakemake.params.pairs), snakemake.input.correlations))
+out = snakemake.output
+
+census, masks = latent_census(
+    features, saes, snakemake.params.min_count, analysis["collapsed_threshold"], analysis["collapsed_min_neighbours"]
+)
+points = universality_points(features, correlations, masks, snakemake.params.min_count)
+pairs = pair_table(
+    points, analysis["talk_compatible"], analysis["bootstrap_resamples"], analysis["confidence"], snakemake.params.seed
+)
+write_atomically(out.census, lambda path: census.to_csv(path, index=False))
+write_atomically(out.points, lambda path: points.to_parquet(path, index=False))
+write_atomically(out.pairs, lambda path: pairs.to_csv(path, index=False))
+for mask, csv, markdown in (("all", out.r_table, out.r_table_md), ("masked", out.r_table_masked, out.r_table_masked_md)):
+    table = pair_r_table(pairs, mask)
+    table.to_csv(csv)
+    write_atomically(markdown, lambda path, t=table: path.write_text(t.to_markdown()))
