@@ -328,7 +328,8 @@ def run_case(case: str, args: argparse.Namespace, train: Any, held: Any, device:
 
 def profile(case: str, side: str, work: Callable[[], None], args: argparse.Namespace) -> None:
     import torch
-    from torch.profiler import ProfilerActivity, profile as torch_profile
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
     with torch_profile(activities=activities) as prof:

@@ -165,3 +165,17 @@ def test_windows_are_shared_and_position_0_is_optional():
     assert (np.diff(random, axis=1) == 1).all()  # whole windows of consecutive tokens
     with pytest.raises(ValueError, match="lower features.tokens"):
         analysis_windows(tokens, n_tokens=1000, context=8, include_position_0=False, random_seed=None)
+
+
+@pytest.mark.parametrize("shift, chunk", [(1234, 100000), (2999, 700), (1500, 1024)])
+def test_shifted_null_pairs_each_token_with_a_later_one_and_keeps_firing_counts(pair, tmp_path, shift, chunk):
+    root, a, b = pair
+    correlate(root / "a.zarr", root / "b.zarr", tmp_path / "null.zarr", min_count=3, token_chunk=chunk,
+              matrix_dtype="float64", shift=shift)
+    store = open_correlations(tmp_path / "null.zarr")
+    ids_a, ids_b = store.side("a")["latent"], store.side("b")["latent"]
+    shifted = np.roll(b, -shift, axis=0)  # row t of shifted is token t + shift of b
+    assert ((shifted > 0).sum(0) == (b > 0).sum(0)).all()  # every latent keeps its firing count
+    expected = corrcoef_cross(a[:, ids_a], shifted[:, ids_b])
+    np.testing.assert_allclose(store.group["matrix"][:], expected, atol=1e-6, rtol=0)
+    assert store.attrs["shift"] == shift

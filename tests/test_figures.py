@@ -6,6 +6,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
+from matplotlib.collections import PolyCollection
+from matplotlib.figure import Figure
+from PIL import Image
+
 from featscale import figures
 from featscale.universality import (
     fit_scaling_law,
@@ -13,9 +17,6 @@ from featscale.universality import (
     non_embedding_params,
     talk_curve,
 )
-from matplotlib.collections import PolyCollection
-from matplotlib.figure import Figure
-from PIL import Image
 
 # given out of order on purpose: the grid must sort by (width, seed), not by string
 MODELS = ("w256-s1", "w96", "w256", "w128")

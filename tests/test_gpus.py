@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import pytest
+
 from conftest import CONFIGS, snakemake
 from featscale import gpus
 from featscale.gpus import claim_gpu, gpu_slots, visible_gpus

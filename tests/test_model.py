@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from featscale.model import SITES, GPT, GPTConfig
+from featscale.model import GPT, SITES, GPTConfig
 
 SMALL = GPTConfig(vocab_size=300, context=32, width=64, n_layers=2, head_size=16)
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from conftest import CONFIGS, REPO, snakemake
 
 PROFILE = REPO / "profiles" / "slurm" / "config.yaml"

@@ -7,12 +7,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import zarr
+from tokenizers import Tokenizer
 
 from featscale.config import SPLITS
 from featscale.splits import document_split, split_documents
 from featscale.token_store import build_token_store, open_split, token_dtype
 from featscale.tokenizer import build_tokenizer, eot_id
-from tokenizers import Tokenizer
 
 SYNTHETIC = {
     "source": "synthetic",

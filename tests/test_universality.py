@@ -8,6 +8,8 @@ import tracemalloc
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import optimize, stats
+
 from featscale.universality import (
     AUTHORS_STARTS,
     RValue,
@@ -24,7 +26,6 @@ from featscale.universality import (
     relative_importance,
     talk_curve,
 )
-from scipy import optimize, stats
 
 # the talk's setup: 8 layers, four widths, train losses read from the authors' run logs
 TALK_WIDTHS = (128, 256, 512, 768)

@@ -123,6 +123,18 @@ def accumulate_cooccurrence(
         piece_start = piece_end
 
 
+def _shifted_chunk_csr(store: FeatureStore, start: int, stop: int, position: np.ndarray, shift: int):
+    """_chunk_csr of tokens (start + shift) .. (stop - 1 + shift), wrapping around the end."""
+    n = store.n_tokens
+    first = (start + shift) % n
+    if shift == 0 or first + (stop - start) <= n:
+        return _chunk_csr(store, first, first + (stop - start), position)
+    head = _chunk_csr(store, first, n, position)
+    tail = _chunk_csr(store, 0, stop - start - (n - first), position)
+    indptr = np.concatenate([head[0], tail[0][1:] + head[0][-1]])
+    return indptr, np.concatenate([head[1], tail[1]]), np.concatenate([head[2], tail[2]])
+
+
 class _Job(NamedTuple):
     a_path: str
     b_path: str
@@ -131,6 +143,7 @@ class _Job(NamedTuple):
     hi: int
     token_chunk: int
     matrix_path: str | None
+    shift: int  # B's token t + shift is paired with A's token t (0: the real correlation)
 
 
 def _correlate_block(job: _Job) -> tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -144,7 +157,7 @@ def _correlate_block(job: _Job) -> tuple[int, np.ndarray, np.ndarray, np.ndarray
     for start in range(0, n, job.token_chunk):
         stop = min(n, start + job.token_chunk)
         a_indptr, a_columns, a_values = _chunk_csr(a, start, stop, pa)
-        b_rows = _chunk_csr(b, start, stop, pb)
+        b_rows = _shifted_chunk_csr(b, start, stop, pb, job.shift)
         # this block's A entries, latent-major, so each sub-block is one contiguous run
         in_block = (a_columns >= job.lo) & (a_columns < job.hi)
         tokens = np.repeat(np.arange(stop - start), np.diff(a_indptr))[in_block]
@@ -185,8 +198,13 @@ def correlate(
     matrix_dtype: str = "float16",
     workers: int = 1,
     attrs: Mapping[str, Any] | None = None,
+    shift: int = 0,
 ) -> dict[str, Any]:
-    """Exact Pearson correlations between the latents of two feature stores, written to `out`."""
+    """Exact Pearson correlations between the latents of two feature stores, written to `out`.
+
+    `shift` > 0 pairs A's token t with B's token (t + shift) mod n instead: a null that keeps
+    every latent's firing count and temporal structure but breaks the token correspondence.
+    """
     if matrix_dtype not in MATRIX_DTYPES:
         raise ValueError(f"matrix dtype {matrix_dtype!r}: use one of {', '.join(MATRIX_DTYPES)}")
     a, b = open_features(a_path), open_features(b_path)
@@ -215,6 +233,7 @@ def correlate(
         "block_latents": int(block_latents),
         "token_chunk": int(token_chunk),
         "matrix_dtype": matrix_dtype,
+        "shift": int(shift),
     }
 
     def write(path: Path) -> None:
@@ -227,7 +246,8 @@ def correlate(
             )
             matrix_path = str(path / "matrix")
         jobs = [
-            _Job(str(a_path), str(b_path), min_count, lo, min(n_a, lo + block_latents), token_chunk, matrix_path)
+            _Job(str(a_path), str(b_path), min_count, lo, min(n_a, lo + block_latents), token_chunk, matrix_path,
+                 shift % a.n_tokens)
             for lo in range(0, n_a, block_latents)
         ]
         a_max, a_best = np.empty(n_a), np.empty(n_a, dtype=np.int64)

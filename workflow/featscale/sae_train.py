@@ -24,8 +24,16 @@ from tqdm import tqdm
 
 from featscale.checkpoint import Checkpoints
 from featscale.model import GPT
-from featscale.runtime import StopRequested, Stopped, autocast, pick_device, write_csv
-from featscale.sae import CONFIG_FILENAME, WEIGHTS_FILENAME, DeadLatentTracker, SAEConfig, SparseAutoencoder, fraction_of_variance_unexplained, make_sae
+from featscale.runtime import Stopped, StopRequested, autocast, pick_device, write_csv
+from featscale.sae import (
+    CONFIG_FILENAME,
+    WEIGHTS_FILENAME,
+    DeadLatentTracker,
+    SAEConfig,
+    SparseAutoencoder,
+    fraction_of_variance_unexplained,
+    make_sae,
+)
 from featscale.sampler import BatchSampler
 from featscale.tokenizer import file_sha256
 

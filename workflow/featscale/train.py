@@ -27,7 +27,7 @@ from tqdm import tqdm
 from featscale.checkpoint import Checkpoints
 from featscale.evaluation import mean_loss
 from featscale.model import GPT, GPTConfig
-from featscale.runtime import StopRequested, Stopped, autocast, pick_device, write_atomically, write_csv, write_json
+from featscale.runtime import Stopped, StopRequested, autocast, pick_device, write_atomically, write_csv, write_json
 from featscale.sampler import BatchSampler, heldout_windows
 
 log = logging.getLogger(__name__)
