@@ -94,6 +94,10 @@ def test_split_sizes_are_checked_against_what_the_config_asks():
 
 
 BROKEN = {
+    "replicate_of_an_untrained_width": (
+        {"controls": {"seed_replicates": [64]}},
+        "`controls.seed_replicates` has 64, which is not in `models.widths`",
+    ),
     "width_not_divisible_by_head": (
         {"models": {"widths": [16, 20]}},
         "has 20, which is not divisible by `models.head_size` = 8",

@@ -38,8 +38,13 @@ def parse_model_name(name: str) -> tuple[int, int]:
 
 
 def model_names(config: Mapping[str, Any]) -> list[str]:
-    """The trained models of a run, narrowest first."""
-    return [model_name(width) for width in sorted(config["models"]["widths"])]
+    """The trained models of a run, narrowest first; a seed replicate follows its width's first seed."""
+    replicated = set(config.get("controls", {}).get("seed_replicates", []))
+    return [
+        model_name(width, seed)
+        for width in sorted(config["models"]["widths"])
+        for seed in ((0, 1) if width in replicated else (0,))
+    ]
 
 
 def describe_schema_error(error: Any) -> str:
@@ -182,6 +187,12 @@ def _check_models(config: Mapping[str, Any]) -> list[str]:
                 f"config key `models.widths` has {width}, which is not divisible by "
                 f"`models.head_size` = {head_size}: use widths that are multiples of {head_size} "
                 f"or another head size."
+            )
+    for width in config.get("controls", {}).get("seed_replicates", []):
+        if width not in models["widths"]:
+            problems.append(
+                f"config key `controls.seed_replicates` has {width}, which is not in `models.widths` = "
+                f"{models['widths']}: a replicate is a second seed of a trained width; add it to models.widths."
             )
     if len(models["widths"]) < 2:
         problems.append(

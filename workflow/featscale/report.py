@@ -135,6 +135,34 @@ def width_findings(widths: pd.DataFrame, architecture: str) -> list[str]:
     return lines
 
 
+def control_findings(controls: pd.DataFrame, config: Mapping[str, Any]) -> list[str]:
+    """Where the real curves stand between the shifted null and the same-width ceiling."""
+    settings = config["controls"]
+    lines = []
+    has_null = controls["null_mean"].notna().any()
+    has_ceiling = controls["ceiling_mean"].notna().any()
+    if not has_null and not has_ceiling:
+        return ["No controls ran: set controls.shifted_null and/or controls.seed_replicates."]
+    cross = controls[~controls["same_width_replicate"]]
+    if has_null:
+        lines.append(
+            f"Shifted-token null: mean max similarity {cross['null_mean'].min():.3f}–{cross['null_mean'].max():.3f} "
+            f"across pairs of different models, against {cross['real_mean'].min():.3f}–{cross['real_mean'].max():.3f} "
+            f"for the real codes; {cross['fraction_above_null'].min():.1%}–{cross['fraction_above_null'].max():.1%} "
+            f"of latents beat the null's {settings['null_percentile']:g}th percentile at their firing frequency."
+        )
+    replicate = controls[controls["same_width_replicate"]]
+    for row in replicate.itertuples():
+        lines.append(f"Ceiling {row.source} → {row.target} (same width, another seed): mean max similarity "
+                     f"{row.real_mean:.3f}" + (f", {row.fraction_above_null:.1%} above the null." if has_null else "."))
+    positioned = cross[cross["position_null_to_ceiling"].notna()]
+    for row in positioned.itertuples():
+        lines.append(f"{row.source} → {row.target}: mean max similarity {row.real_mean:.3f} lies "
+                     f"{row.position_null_to_ceiling:.0%} of the way from the null ({row.null_mean:.3f}) to "
+                     f"{row.source}'s ceiling ({row.ceiling_mean:.3f}).")
+    return lines
+
+
 def scaling_findings(fits: Mapping[str, Mapping[str, float]]) -> list[str]:
     lines = []
     for name, fit in fits.items():
@@ -193,6 +221,7 @@ def write_study_report(
         census = pd.read_csv(paths["census"])
         budget = pd.read_csv(paths["budget"])
         fits = json.loads(Path(paths["scaling_fits"]).read_text())
+        controls = pd.read_csv(paths["controls"])
         figures = Path(paths["figures"])
         rel = lambda name: (figures / name).relative_to(out.parent).as_posix()  # noqa: E731
         lines += [f"## SAE spec `{sae}`: {spec['architecture']}, {spec['n_latents']:,} latents at "
@@ -215,6 +244,11 @@ def write_study_report(
         lines += ["", "### Do wider models store more features?", "", markdown_table(widths), ""]
         lines += [f"- {line}" for line in width_findings(widths, spec["architecture"])] + [""]
         lines += ["### Scaling", ""] + [f"- {line}" for line in scaling_findings(fits)] + [""]
+        lines += ["### Controls", "", "Per ordered pair: real and shifted-null mean max similarity, the share of "
+                  "latents above the null at their firing frequency, the source's seed-replicate ceiling, and where "
+                  "the real mean lies from null (0) to ceiling (1).",
+                  "", markdown_table(controls), ""]
+        lines += [f"- {line}" for line in control_findings(controls, config)] + [""]
         lines += ["### Figures", ""] + [f"![{name}]({rel(name)})" for name in (
             "universality_grid.png", "universality_grid_masked.png", "reconstructed_losses.png",
             "feature_budget.png", "ablation.png", "features_by_width.png", "scaling_law.png")] + [""]

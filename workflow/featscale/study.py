@@ -85,14 +85,20 @@ def universality_points(
     correlations: Mapping[tuple[str, str], str | Path],
     masks: Mapping[str, np.ndarray],
     min_count: int,
+    nulls: Mapping[tuple[str, str], str | Path] | None = None,
 ) -> pd.DataFrame:
-    """One row per (source, target, counted source latent): x, y, partner, frequency, collapsed."""
+    """One row per (source, target, counted source latent): x, y, partner, frequency, collapsed,
+    and, given the shifted-token nulls of the pairs, the latent's null max similarity."""
     stores = {model: open_features(path) for model, path in features.items()}
     frames = []
     for (a, b), path in correlations.items():
         store = open_correlations(path)
+        null = open_correlations(nulls[a, b]) if nulls else None
         for source, target, side in ((a, b, "a"), (b, a, "b")):
             values = store.side(side)
+            null_values = null.side(side)["max_similarity"] if null is not None else np.nan
+            if null is not None and not np.array_equal(null.side(side)["latent"], values["latent"]):
+                raise ValueError(f"{nulls[a, b]} counts other latents than {path}: rerun both with one min_count")
             source_store = stores[source]
             counted = counted_latents(source_store, min_count).latents
             if not np.array_equal(counted, values["latent"]):
@@ -112,6 +118,7 @@ def universality_points(
                 "best_partner": values["best_partner"],
                 "frequency": source_store.stat("count")[counted] / source_store.n_tokens,
                 "collapsed": masks[source][counted],
+                "null_max_similarity": null_values,
             }))
     return pd.concat(frames, ignore_index=True)
 
@@ -167,6 +174,57 @@ def pair_r_table(pairs: pd.DataFrame, mask: str):
         }
         for row in chosen.itertuples()
     )
+
+
+def replicate_of(model: str, models: Sequence[str]) -> str | None:
+    """The other seed of the same width among `models`, if there is one."""
+    width, seed = parse_model_name(model)
+    others = [m for m in models if parse_model_name(m)[0] == width and m != model]
+    return others[0] if others else None
+
+
+def control_table(points: pd.DataFrame, percentile: float, bins: int) -> pd.DataFrame:
+    """Where each ordered pair's universality stands between chance and a same-width ceiling.
+
+    Per ordered pair: the mean max similarity of the source's latents (real), the mean of
+    their shifted-token null, the fraction of latents whose real max similarity exceeds the
+    null's `percentile` among latents of similar firing frequency (quantile bins of log
+    count: a rarely firing latent's max over many partners is large by chance), and, when the
+    source has a seed replicate, the ceiling (its latents' mean max similarity in the replicate)
+    and where the real mean lies from null (0) to ceiling (1).
+    """
+    rows = []
+    models = sorted(set(points["source"]), key=parse_model_name)
+    ceiling = {}
+    for model in models:
+        replicate = replicate_of(model, models)
+        if replicate is not None:
+            chosen = points[(points["source"] == model) & (points["target"] == replicate)]
+            ceiling[model] = float(chosen["max_similarity"].mean())
+    for (source, target), group in points.groupby(["source", "target"], sort=False):
+        real = group["max_similarity"].to_numpy()
+        null = group["null_max_similarity"].to_numpy(dtype=float)
+        row: dict[str, Any] = {
+            "source": source, "target": target, "n": len(group),
+            "same_width_replicate": replicate_of(source, models) == target,
+            "real_mean": float(real.mean()),
+            "null_mean": float(np.nanmean(null)) if np.isfinite(null).any() else np.nan,
+            "fraction_above_null": np.nan,
+            "ceiling_mean": ceiling.get(source, np.nan),
+        }
+        if np.isfinite(null).all():
+            log_frequency = np.log(group["frequency"].to_numpy())
+            edges = np.quantile(log_frequency, np.linspace(0, 1, bins + 1)[1:-1])
+            which = np.searchsorted(edges, log_frequency, side="right")  # bin of each latent
+            above = np.zeros(len(group), dtype=bool)
+            for b in np.unique(which):
+                members = which == b
+                above[members] = real[members] > np.percentile(null[members], percentile)
+            row["fraction_above_null"] = float(above.mean())
+        span = row["ceiling_mean"] - row["null_mean"]
+        row["position_null_to_ceiling"] = (row["real_mean"] - row["null_mean"]) / span if span > 0 else np.nan
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 # ---------------------------------------------------------------- per width

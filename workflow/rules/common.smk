@@ -137,6 +137,13 @@ def correlation_paths(sae):
     return [f"{RESULTS}/correlations/{sae}/{a}__{b}.zarr" for a, b in model_pairs()]
 
 
+def shifted_null_paths(sae):
+    """The shifted-token null of every pair, when controls.shifted_null is on."""
+    if not config["controls"]["shifted_null"]:
+        return []
+    return [f"{RESULTS}/controls/{sae}/shifted/{a}__{b}.zarr" for a, b in model_pairs()]
+
+
 def correlation_block_mb(sae):
     """One correlation worker's co-occurrence block in MB: block_latents x latents x 8 bytes, x2 headroom."""
     latents = config["saes"][sae]["n_latents"]

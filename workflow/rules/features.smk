@@ -55,6 +55,33 @@ rule correlate:
         "../scripts/correlate.py"
 
 
+
+rule correlate_shifted:
+    input:
+        a=f"{RESULTS}/features/{{a}}/{{sae}}.zarr",
+        b=f"{RESULTS}/features/{{b}}/{{sae}}.zarr",
+    output:
+        directory(f"{RESULTS}/controls/{{sae}}/shifted/{{a}}__{{b}}.zarr"),
+    params:
+        # only each latent's max and partner: the null's full matrix is never read
+        correlation=config["correlation"] | {"matrix_dtype": "none"},
+        shift_fraction=config["controls"]["shift_fraction"],
+    wildcard_constraints:
+        a=r"w[0-9]+(-s[0-9]+)?",
+        b=r"w[0-9]+(-s[0-9]+)?",
+    threads: 4
+    resources:
+        mem_mb=lambda wildcards, threads: 4000
+        + threads * correlation_block_mb(wildcards.sae),
+    log:
+        log_path("correlate_shifted/{sae}/{a}__{b}"),
+    benchmark:
+        benchmark_path("correlate_shifted/{sae}/{a}__{b}")
+    conda:
+        "../../envs/analysis.yaml"
+    script:
+        "../scripts/correlate.py"
+
 rule feature_budget:
     input:
         tokens=TOKENS,

@@ -9,6 +9,7 @@ rule universality:
             f"{RESULTS}/saes/{{model}}/{wildcards.sae}/sae_weights.safetensors", model=MODELS
         ),
         correlations=lambda wildcards: correlation_paths(wildcards.sae),
+        nulls=lambda wildcards: shifted_null_paths(wildcards.sae),
     output:
         points=f"{RESULTS}/analysis/{{sae}}/points.parquet",
         pairs=f"{RESULTS}/analysis/{{sae}}/pairs.csv",
@@ -17,11 +18,13 @@ rule universality:
         r_table_md=f"{RESULTS}/analysis/{{sae}}/r_table.md",
         r_table_masked=f"{RESULTS}/analysis/{{sae}}/r_table_masked.csv",
         r_table_masked_md=f"{RESULTS}/analysis/{{sae}}/r_table_masked.md",
+        controls=f"{RESULTS}/analysis/{{sae}}/controls.csv",
     params:
         models=MODELS,
         pairs=model_pairs(),
         min_count=config["correlation"]["min_count"],
         analysis=config["analysis"],
+        controls=config["controls"],
         seed=config["seed"],
     threads: 1
     resources:
@@ -66,6 +69,7 @@ rule figures:
     input:
         points=rules.universality.output.points,
         pairs=rules.universality.output.pairs,
+        controls=rules.universality.output.controls,
         losses=rules.width_summary.output.losses,
         budget=rules.width_summary.output.budget,
         widths=rules.width_summary.output.widths,
@@ -86,6 +90,12 @@ rule figures:
             patterns=["{source}__{target}.png"],
             caption="../report/universality_pair.rst",
             category="Universality pairs",
+        ),
+        nulls=report(
+            directory(f"{RESULTS}/figures/{{sae}}/nulls"),
+            patterns=["{source}__{target}.png"],
+            caption="../report/null_distributions.rst",
+            category="Controls",
         ),
         losses=report(
             f"{RESULTS}/figures/{{sae}}/reconstructed_losses.png",
@@ -127,6 +137,7 @@ rule study_report:
     input:
         pairs=expand(f"{RESULTS}/analysis/{{sae}}/pairs.csv", sae=config["saes"]),
         census=expand(f"{RESULTS}/analysis/{{sae}}/latents.csv", sae=config["saes"]),
+        controls=expand(f"{RESULTS}/analysis/{{sae}}/controls.csv", sae=config["saes"]),
         losses=expand(f"{RESULTS}/analysis/{{sae}}/losses.csv", sae=config["saes"]),
         widths=expand(f"{RESULTS}/analysis/{{sae}}/widths.csv", sae=config["saes"]),
         scaling_fits=expand(f"{RESULTS}/analysis/{{sae}}/scaling_fits.json", sae=config["saes"]),

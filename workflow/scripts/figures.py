@@ -13,11 +13,31 @@ from featscale.study import scaling_table
 inputs, out = snakemake.input, snakemake.output
 points = pd.read_parquet(inputs.points)
 pairs = pd.read_csv(inputs.pairs)
+controls = pd.read_csv(inputs.controls)
+# the same-width seed replicate's mean max similarity: a ceiling line in the source's other panels
+ceilings = {(row.source, row.target): row.ceiling_mean for row in controls.itertuples()
+            if not row.same_width_replicate and row.ceiling_mean == row.ceiling_mean}
+replicates = [(row.source, row.target) for row in controls.itertuples() if row.same_width_replicate]
 
 for mask, path in (("all", out.grid), ("masked", out.grid_masked)):
     chosen = points if mask == "all" else points[~points["collapsed"]]
     panels = {key: group for key, group in chosen.groupby(["source", "target"])}
-    figures.universality_grid(panels, pairs[pairs["mask"] == mask], path)
+    figures.universality_grid(panels, pairs[pairs["mask"] == mask], path, replicate_pairs=replicates,
+                              reference_lines=ceilings)
+
+
+def null_figures(folder: Path) -> None:
+    folder.mkdir()
+    if not points["null_max_similarity"].notna().any():
+        (folder / "README.txt").write_text("controls.shifted_null is off: no null was computed.\n")
+        return
+    for (source, target), group in points.groupby(["source", "target"]):
+        figures.null_distributions(group["max_similarity"].to_numpy(), group["null_max_similarity"].to_numpy(),
+                                   folder / f"{source}__{target}.png", title=f"{source} → {target}: real and shifted null",
+                                   ceiling=ceilings.get((source, target)))
+
+
+write_atomically(out.nulls, null_figures)
 
 
 def per_pair(folder: Path) -> None:
@@ -25,7 +45,7 @@ def per_pair(folder: Path) -> None:
     fits = pairs[pairs["mask"] == "all"].set_index(["source", "target"])
     for (source, target), group in points.groupby(["source", "target"]):
         figures.universality_pair(group, fits.loc[(source, target)], folder / f"{source}__{target}.png",
-                                  title=f"{source} → {target}")
+                                  title=f"{source} → {target}", reference=ceilings.get((source, target)))
 
 
 write_atomically(out.pairs, per_pair)

@@ -3,21 +3,25 @@ from featscale.runtime import log_to
 log_to(snakemake.log[0])
 
 from featscale.runtime import write_atomically
-from featscale.study import latent_census, pair_r_table, pair_table, universality_points
+from featscale.study import control_table, latent_census, pair_r_table, pair_table, universality_points
 
 models, analysis = snakemake.params.models, snakemake.params.analysis
 features = dict(zip(models, snakemake.input.features))
 saes = dict(zip(models, snakemake.input.saes))
 correlations = dict(zip(map(tuple, snakemake.params.pairs), snakemake.input.correlations))
+nulls = dict(zip(map(tuple, snakemake.params.pairs), snakemake.input.nulls))  # empty when switched off
+controls = snakemake.params.controls
 out = snakemake.output
 
 census, masks = latent_census(
     features, saes, snakemake.params.min_count, analysis["collapsed_threshold"], analysis["collapsed_min_neighbours"]
 )
-points = universality_points(features, correlations, masks, snakemake.params.min_count)
+points = universality_points(features, correlations, masks, snakemake.params.min_count, nulls)
 pairs = pair_table(
     points, analysis["talk_compatible"], analysis["bootstrap_resamples"], analysis["confidence"], snakemake.params.seed
 )
+control = control_table(points, controls["null_percentile"], controls["frequency_bins"])
+write_atomically(out.controls, lambda path: control.to_csv(path, index=False))
 write_atomically(out.census, lambda path: census.to_csv(path, index=False))
 write_atomically(out.points, lambda path: points.to_parquet(path, index=False))
 write_atomically(out.pairs, lambda path: pairs.to_csv(path, index=False))
