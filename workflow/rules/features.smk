@@ -41,7 +41,7 @@ rule correlate:
         a=r"w[0-9]+(-s[0-9]+)?",
         b=r"w[0-9]+(-s[0-9]+)?",
     # CPU only: no gpu resource, so a cluster never spends a GPU on it
-    threads: 4
+    threads: config["correlation"]["workers"]
     resources:
         mem_mb=lambda wildcards, threads: 4000
         + threads * correlation_block_mb(wildcards.sae),
@@ -69,7 +69,7 @@ rule correlate_shifted:
     wildcard_constraints:
         a=r"w[0-9]+(-s[0-9]+)?",
         b=r"w[0-9]+(-s[0-9]+)?",
-    threads: 4
+    threads: config["correlation"]["workers"]
     resources:
         mem_mb=lambda wildcards, threads: 4000
         + threads * correlation_block_mb(wildcards.sae),
