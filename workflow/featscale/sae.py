@@ -348,8 +348,11 @@ class SparseAutoencoder(nn.Module, ABC):
         self.b_dec.copy_(centre)
         self._fit_encoder_scale(x_scaled)
 
-    @torch.no_grad()
     def _fit_encoder_scale(self, x_scaled: Tensor) -> None:
+        """Hook for a variant's data-dependent encoder init (TopK's); the others start as W_decᵀ."""
+
+    @torch.no_grad()
+    def _least_squares_encoder_scale(self, x_scaled: Tensor) -> None:
         """Scale W_enc so the sample's first reconstructions have the least-squares magnitude.
 
         With unit-norm decoder rows and W_enc = W_decᵀ, a random start overshoots: every
@@ -660,6 +663,11 @@ class TopKSAE(SparseAutoencoder):
         # AuxK only when some latent is dead: most steps of a healthy run skip it entirely
         aux = zero if dead is None or len(dead) == 0 else self._auxk(pre, dead, (x_scaled - recon).detach())
         return self._dense(values, indices), recon, zero, aux
+
+    def _fit_encoder_scale(self, x_scaled: Tensor) -> None:
+        # TopK only: on the gated demo SAEs the same rescaling left 21-60% of latents dead (against
+        # about 5% without it), so the L1 variants keep the plain W_dec-transpose start
+        self._least_squares_encoder_scale(x_scaled)
 
     def _auxk(self, pre: Tensor, dead: Tensor, error: Tensor) -> Tensor:
         # the top aux_k pre-activations among the dead latents' columns only
