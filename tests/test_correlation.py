@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 import zarr
+from scipy import sparse
 
 from featscale.correlation import accumulate_cooccurrence, correlate, open_correlations
 from featscale.features import FeatureWriter, analysis_windows, counted_tokens, open_features, tokens_sha256
@@ -135,20 +141,16 @@ def test_stores_of_different_tokens_are_refused_and_nothing_is_written(pair, tmp
     assert not (tmp_path / "r.zarr").exists() and not (tmp_path / "r.zarr.partial").exists()
 
 
-def test_cooccurrence_caps_expanded_products():
-    # tiny max_pairs forces one entry per piece: the sums must not change
+def test_cooccurrence_adds_every_sub_block_into_what_is_there():
+    # sub-blocks of 1, 3 and all rows (7), onto a non-zero accumulator: the sums must not change
     rng = np.random.default_rng(0)
     b = (rng.random((40, 30)) < 0.2) * rng.random((40, 30))
-    b_indptr = np.concatenate([[0], np.cumsum((b > 0).sum(1))])
-    b_rows = (b_indptr, np.nonzero(b)[1], b[b > 0])
-    tokens, latents = rng.integers(0, 40, 200), rng.integers(0, 7, 200)
-    values = rng.random(200)
-    expected = np.zeros((7, 30))
-    np.add.at(expected, latents, values[:, None] * b[tokens])
-    for max_pairs in (1, 5, 10**6):
-        out = np.zeros((7, 30))
-        accumulate_cooccurrence(tokens, latents, values, b_rows, out, max_pairs)
-        np.testing.assert_allclose(out, expected)
+    a_t = (rng.random((7, 40)) < 0.3) * rng.random((7, 40))
+    start = rng.random((7, 30))
+    for sub_block in (1, 3, 7, 100):
+        out = start.copy()
+        accumulate_cooccurrence(sparse.csr_array(a_t), sparse.csr_array(b), out, sub_block=sub_block)
+        np.testing.assert_allclose(out, start + a_t @ b)
 
 
 def test_windows_are_shared_and_position_0_is_optional():
@@ -179,3 +181,41 @@ def test_shifted_null_pairs_each_token_with_a_later_one_and_keeps_firing_counts(
     expected = corrcoef_cross(a[:, ids_a], shifted[:, ids_b])
     np.testing.assert_allclose(store.group["matrix"][:], expected, atol=1e-6, rtol=0)
     assert store.attrs["shift"] == shift
+
+
+def test_latents_excluded_in_the_middle_of_a_block(pair, tmp_path):
+    # dead and rare latents moved inside the id range of blocks of both sides
+    _, a, b = pair
+    a, b = np.roll(a, 150, axis=1), np.roll(b, 130, axis=1)
+    write_store(tmp_path / "a.zarr", a, "w8")
+    write_store(tmp_path / "b.zarr", b, "w16")
+    correlate(tmp_path / "a.zarr", tmp_path / "b.zarr", tmp_path / "r.zarr", min_count=3, block_latents=64,
+              token_chunk=1000, matrix_dtype="float64")
+    store = open_correlations(tmp_path / "r.zarr")
+    ids_a, ids_b = store.side("a")["latent"], store.side("b")["latent"]
+    assert 150 not in ids_a and 130 not in ids_b and 149 in ids_a and 159 in ids_a
+    expected = corrcoef_cross(a[:, ids_a], b[:, ids_b])
+    np.testing.assert_allclose(store.group["matrix"][:], expected, atol=1e-6, rtol=0)
+    np.testing.assert_array_equal(store.side("a")["best_partner"], ids_b[expected.argmax(1)])
+    np.testing.assert_array_equal(store.side("b")["best_partner"], ids_a[expected.argmax(0)])
+
+
+def test_worker_processes_do_not_run_the_calling_script_again(pair, tmp_path):
+    # Snakemake runs a rule's script as __main__; spawn would run it again in every worker
+    # (as __mp_main__), where a Snakemake script has no `snakemake` object and dies
+    root, a, b = pair
+    script = tmp_path / "script.py"
+    script.write_text(
+        "import sys\n"
+        "if __name__ != '__main__':\n"
+        "    raise SystemExit('the calling script ran again in a worker')\n"
+        "from featscale.correlation import correlate\n"
+        f"correlate({str(root / 'a.zarr')!r}, {str(root / 'b.zarr')!r}, {str(tmp_path / 'r.zarr')!r},\n"
+        "          min_count=3, block_latents=50, matrix_dtype='float64', workers=2)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "workflow")}
+    done = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    store = open_correlations(tmp_path / "r.zarr")
+    ids_a, ids_b = store.side("a")["latent"], store.side("b")["latent"]
+    np.testing.assert_allclose(store.group["matrix"][:], corrcoef_cross(a[:, ids_a], b[:, ids_b]), atol=1e-6, rtol=0)

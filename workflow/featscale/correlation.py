@@ -8,10 +8,10 @@ S = AᵀB (A, B the (n, F) code matrices),
 so only S needs the codes, and S costs n · L0_A · L0_B multiply-adds instead of n · F_A · F_B
 for dense codes. S is built one block of A's latents at a time, streaming both stores' codes
 token chunk by token chunk: each (token, active A latent in the block, active B latent)
-triple is one product, accumulated in float64 into the block's dense S, a sub-block at a
-time so the accumulator stays in cache. Blocks run in separate processes (numpy holds the
-GIL for this work), each writing its rows of the matrix; memory is bounded by the block and
-chunk sizes, not by n.
+triple is one product of scipy's compiled sparse product (AᵀB of the chunk), accumulated in
+float64 into the block's dense S a sub-block at a time. Blocks run in separate processes
+(scipy's product is single-threaded), each writing its rows of the matrix; memory is bounded
+by the block and chunk sizes, not by n.
 
 Latents that fire on fewer than `min_count` tokens (the dead ones included) are excluded
 from both sides and counted: their correlation is undefined (dead) or dominated by a few
@@ -33,20 +33,23 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import sys
 from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 import zarr
+from scipy import sparse
 
 from featscale.features import FeatureStore, open_features
 from featscale.runtime import write_atomically
 
 FORMAT = "featscale.correlations/1"
 MATRIX_DTYPES = ("float16", "float32", "float64", "none")
-SUB_BLOCK = 256  # A latents whose dense co-occurrence rows (x F_B float64) stay in cache together
+SUB_BLOCK = 256  # A latents per sparse product, whose dense rows (x F_B float64) are added at once
 log = logging.getLogger(__name__)
 
 
@@ -79,60 +82,42 @@ def _relabel(n_latents: int, latents: np.ndarray) -> np.ndarray:
     return position
 
 
-def _chunk_csr(store: FeatureStore, start: int, stop: int, position: np.ndarray):
-    """Codes of tokens start..stop-1 restricted to counted latents, relabelled: (indptr, columns, values)."""
-    indptr, indices, values = store.rows(start, stop)
-    columns = position[indices]
-    keep = columns >= 0
-    rows = np.repeat(np.arange(stop - start), np.diff(indptr))[keep]
-    new_indptr = np.zeros(stop - start + 1, dtype=np.int64)
-    np.cumsum(np.bincount(rows, minlength=stop - start), out=new_indptr[1:])
-    return new_indptr, columns[keep], values[keep].astype(np.float64)
+def _chunk_rows(store: FeatureStore, start: int, stop: int, shift: int = 0):
+    """CSR (indptr, latent ids, values) of tokens (start + shift) .. (stop - 1 + shift), wrapping around the end."""
+    n = store.n_tokens
+    first = (start + shift) % n
+    if first + (stop - start) <= n:
+        return store.rows(first, first + (stop - start))
+    head = store.rows(first, n)
+    tail = store.rows(0, stop - start - (n - first))
+    indptr = np.concatenate([head[0], tail[0][1:] + head[0][-1]])
+    return indptr, np.concatenate([head[1], tail[1]]), np.concatenate([head[2], tail[2]])
 
 
 def accumulate_cooccurrence(
-    tokens: np.ndarray,
-    latents: np.ndarray,
-    values: np.ndarray,
-    b_rows: tuple[np.ndarray, np.ndarray, np.ndarray],
+    a_t: sparse.csr_array,
+    b: sparse.csr_array,
     out: np.ndarray,
-    max_pairs: int,
+    buffer: np.ndarray | None = None,
+    sub_block: int = SUB_BLOCK,
 ) -> None:
-    """out (rows, n_b) += the co-occurrence sums of A entries with B's codes of the same token.
+    """out (rows, n_b) += a_t @ b: the co-occurrence sums of one chunk of tokens.
 
-    A's entries are (token, row of out, value) triples; for each, every active B latent j of
-    that token adds value · b[token, j] to out[row, j]. At most `max_pairs` products are
-    expanded at a time, so memory stays bounded whatever the entries' count.
+    `a_t` (rows, tokens) holds the block's A codes latent-major, `b` (tokens, n_b) B's codes
+    of the same tokens. scipy's compiled sparse product does the (token, A, B) triples; its
+    result is added sub-block by sub-block through `buffer` (sub_block, n_b), so the dense
+    temporary stays small and is reused.
     """
-    b_indptr, b_columns, b_values = b_rows
-    n_b = out.shape[1]
-    flat_out = out.reshape(-1)
-    partners = b_indptr[tokens + 1] - b_indptr[tokens]  # B latents active with each A entry
-    ends = np.cumsum(partners)
-    piece_start = 0
-    while piece_start < len(tokens):
-        # the longest run of entries whose products fit in max_pairs (at least one entry)
-        limit = (ends[piece_start - 1] if piece_start else 0) + max_pairs
-        piece_end = max(piece_start + 1, int(np.searchsorted(ends, limit, side="right")))
-        t, i, v, k = (x[piece_start:piece_end] for x in (tokens, latents, values, partners))
-        total = int(k.sum())
-        if total:
-            first = np.repeat(b_indptr[t] - (np.cumsum(k) - k), k) + np.arange(total)  # into B's entries
-            target = np.repeat(i * n_b, k) + b_columns[first]
-            flat_out += np.bincount(target, weights=np.repeat(v, k) * b_values[first], minlength=flat_out.size)
-        piece_start = piece_end
-
-
-def _shifted_chunk_csr(store: FeatureStore, start: int, stop: int, position: np.ndarray, shift: int):
-    """_chunk_csr of tokens (start + shift) .. (stop - 1 + shift), wrapping around the end."""
-    n = store.n_tokens
-    first = (start + shift) % n
-    if shift == 0 or first + (stop - start) <= n:
-        return _chunk_csr(store, first, first + (stop - start), position)
-    head = _chunk_csr(store, first, n, position)
-    tail = _chunk_csr(store, 0, stop - start - (n - first), position)
-    indptr = np.concatenate([head[0], tail[0][1:] + head[0][-1]])
-    return indptr, np.concatenate([head[1], tail[1]]), np.concatenate([head[2], tail[2]])
+    rows, n_b = out.shape
+    if buffer is None:
+        buffer = np.empty((min(sub_block, rows), n_b))
+    for lo in range(0, rows, sub_block):
+        hi = min(rows, lo + sub_block)
+        product = a_t[lo:hi] @ b
+        if product.nnz:
+            part = buffer[: hi - lo]
+            product.toarray(out=part)
+            out[lo:hi] += part
 
 
 class _Job(NamedTuple):
@@ -147,39 +132,61 @@ class _Job(NamedTuple):
 
 
 def _correlate_block(job: _Job) -> tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Rows lo..hi-1 of the correlation matrix: (lo, row max, row argmax, column max, column argmax)."""
+    """Rows lo..hi-1 of the correlation matrix: (lo, row max, row argmax, column max, column argmax).
+
+    S is accumulated against every B latent id (B's codes are used as stored, no relabelling per
+    chunk); the uncounted B columns are dropped when r is formed.
+    """
     a, b = open_features(job.a_path), open_features(job.b_path)
     ca, cb = counted_latents(a, job.min_count), counted_latents(b, job.min_count)
-    pa, pb = _relabel(a.n_latents, ca.latents), _relabel(b.n_latents, cb.latents)
+    pa = _relabel(a.n_latents, ca.latents)
     n, n_b, rows = a.n_tokens, len(cb.latents), job.hi - job.lo
-    s = np.zeros((rows, n_b), dtype=np.float64)
-    max_pairs = max(1 << 20, SUB_BLOCK * n_b)
+    # the block's latents are counted ids ca.latents[lo..hi-1]: one contiguous id range
+    first_id, last_id = ca.latents[job.lo], ca.latents[job.hi - 1]
+    s = np.zeros((rows, b.n_latents), dtype=np.float64)
+    buffer = np.empty((min(SUB_BLOCK, rows), b.n_latents))
     for start in range(0, n, job.token_chunk):
         stop = min(n, start + job.token_chunk)
-        a_indptr, a_columns, a_values = _chunk_csr(a, start, stop, pa)
-        b_rows = _shifted_chunk_csr(b, start, stop, pb, job.shift)
-        # this block's A entries, latent-major, so each sub-block is one contiguous run
-        in_block = (a_columns >= job.lo) & (a_columns < job.hi)
-        tokens = np.repeat(np.arange(stop - start), np.diff(a_indptr))[in_block]
-        columns = a_columns[in_block]
-        order = np.argsort(columns, kind="stable")
-        tokens, columns, values = tokens[order], columns[order] - job.lo, a_values[in_block][order]
-        bounds = np.searchsorted(columns, np.arange(0, rows + SUB_BLOCK, SUB_BLOCK).clip(max=rows))
-        for sub, (first, last) in enumerate(zip(bounds[:-1], bounds[1:])):
-            if last > first:
-                lo = sub * SUB_BLOCK
-                accumulate_cooccurrence(tokens[first:last], columns[first:last] - lo, values[first:last],
-                                        b_rows, s[lo : lo + SUB_BLOCK], max_pairs)
-    # r = (S/n - μ_a μ_b) / (σ_a σ_b), in place, in float64
-    s /= n
-    s -= np.outer(ca.mean[job.lo : job.hi], cb.mean)
-    s /= np.outer(ca.std[job.lo : job.hi], cb.std)
-    if job.matrix_path is not None:
-        matrix = zarr.open_array(job.matrix_path, mode="r+")
-        matrix[job.lo : job.hi] = s.astype(matrix.dtype)
-    row_best = s.argmax(axis=1)
-    col_best = s.argmax(axis=0)
-    return (job.lo, s[np.arange(rows), row_best], row_best, s[col_best, np.arange(n_b)], col_best + job.lo)
+        a_indptr, a_ids, a_values = _chunk_rows(a, start, stop)
+        # this block's A entries, transposed to (block latent, token)
+        in_range = np.flatnonzero((a_ids >= first_id) & (a_ids <= last_id))
+        row = pa[a_ids[in_range]] - job.lo
+        keep = row >= 0  # counted (an uncounted id in the range maps below lo)
+        tokens = (np.searchsorted(a_indptr, in_range, side="right") - 1)[keep]
+        a_t = sparse.csr_array(
+            (a_values[in_range[keep]].astype(np.float64), (row[keep], tokens)), shape=(rows, stop - start)
+        )
+        b_indptr, b_ids, b_values = _chunk_rows(b, start, stop, job.shift)
+        b_codes = sparse.csr_array((b_values.astype(np.float64), b_ids, b_indptr), shape=(stop - start, b.n_latents))
+        accumulate_cooccurrence(a_t, b_codes, s, buffer)
+    # r = (S/n − μ_a μ_b) / (σ_a σ_b) = S · 1/(n σ_a) · 1/σ_b − (μ_a/σ_a)(μ_b/σ_b) in float64, a
+    # sub-block of rows at a time over the counted B columns (no full-size temporaries), with each
+    # row's best column and a running best row of each column (first index on ties, as argmax)
+    scale_a, shift_a = 1.0 / (n * ca.std[job.lo : job.hi]), ca.mean[job.lo : job.hi] / ca.std[job.lo : job.hi]
+    scale_b, shift_b = 1.0 / cb.std, cb.mean / cb.std
+    every_b = n_b == b.n_latents  # then the counted columns are all columns, in order
+    matrix = zarr.open_array(job.matrix_path, mode="r+") if job.matrix_path is not None else None
+    r = np.empty((rows, n_b), dtype=matrix.dtype) if matrix is not None else None
+    row_max, row_best = np.empty(rows), np.empty(rows, dtype=np.int64)
+    col_max, col_best = np.full(n_b, -np.inf), np.zeros(n_b, dtype=np.int64)
+    better = np.empty(n_b, dtype=bool)
+    for lo in range(0, rows, SUB_BLOCK):
+        hi = min(rows, lo + SUB_BLOCK)
+        part = s[lo:hi] if every_b else s[lo:hi, cb.latents]
+        part *= scale_a[lo:hi, None]
+        part *= scale_b
+        part -= shift_a[lo:hi, None] * shift_b
+        row_best[lo:hi] = part.argmax(axis=1)
+        row_max[lo:hi] = part[np.arange(hi - lo), row_best[lo:hi]]
+        for i in range(hi - lo):
+            np.greater(part[i], col_max, out=better)
+            np.copyto(col_max, part[i], where=better)
+            np.copyto(col_best, lo + i, where=better)
+        if r is not None:
+            r[lo:hi] = part
+    if matrix is not None:
+        matrix[job.lo : job.hi] = r
+    return (job.lo, row_max, row_best, col_max, col_best + job.lo)
 
 
 class Correlations(NamedTuple):
@@ -284,13 +291,38 @@ def _run(jobs: list[_Job], workers: int):
     os.environ.update(env)
     try:
         with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=context) as pool:
-            yield from pool.map(_correlate_block, jobs)
+            with _main_module_hidden():  # map submits every job, so every worker starts here
+                results = pool.map(_correlate_block, jobs)
+            yield from results
     finally:
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+@contextmanager
+def _main_module_hidden():
+    """Spawned workers start without running the caller's __main__ module again.
+
+    spawn re-runs the main script in each worker (as __mp_main__) unless it has no file. A
+    Snakemake `script:` is that main script, with `__file__` pointing at the workflow's script,
+    which without the preamble has no `snakemake` object: every worker died on start
+    (BrokenProcessPool). The workers need nothing from __main__, so it is hidden while they start.
+    """
+    main = sys.modules.get("__main__")
+    if main is None:
+        yield
+        return
+    saved = {key: main.__dict__[key] for key in ("__file__", "__spec__") if key in main.__dict__}
+    main.__dict__.pop("__file__", None)
+    main.__spec__ = None
+    try:
+        yield
+    finally:
+        main.__dict__.pop("__spec__", None)
+        main.__dict__.update(saved)
 
 
 class SimilarityStore(NamedTuple):
