@@ -98,6 +98,14 @@ BROKEN = {
         {"controls": {"seed_replicates": [64]}},
         "`controls.seed_replicates` has 64, which is not in `models.widths`",
     ),
+    "sae_seed_replicate_of_an_untrained_width": (
+        {"controls": {"sae_seed_replicates": [64]}},
+        "`controls.sae_seed_replicates` has 64, which is not in `models.widths`",
+    ),
+    "spec_named_like_an_sae_seed_replicate": (
+        {"saes": {"main-seed1": {"layer": 1}}, "controls": {"sae_seed_replicates": [16]}},
+        "`saes.main-seed1` is also the name of spec main's SAE-seed replicate",
+    ),
     "width_not_divisible_by_head": (
         {"models": {"widths": [16, 20]}},
         "has 20, which is not divisible by `models.head_size` = 8",

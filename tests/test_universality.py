@@ -15,6 +15,8 @@ from featscale.universality import (
     RValue,
     authors_curve,
     bootstrap_intervals,
+    bootstrap_talk_compatible,
+    bootstrap_talk_curve,
     collapsed_latents,
     fit_scaling_law,
     fit_talk_compatible,
@@ -399,3 +401,36 @@ def test_the_talks_losses_give_the_talks_exponent():
     )
     two = fit_scaling_law(n_params[:2], TALK_LOSSES[:2])  # a line through two points
     assert math.isnan(two.alpha_error) and two.alpha > 0
+
+
+def test_fit_parameter_intervals_cover_the_planted_curve_at_about_the_nominal_rate():
+    b_true, c_true, confidence, repetitions = 4.0, 0.1, 0.8, 40
+    covered, widths, estimates = np.zeros(2), [], []
+    for repetition in range(repetitions):
+        x, y = talk_data(200, b=b_true, c=c_true, noise=0.05, seed=100 + repetition)
+        fit = fit_talk_curve(x, y)
+        low, high = bootstrap_talk_curve(x, y, fit, n_resamples=100, confidence=confidence, seed=repetition)
+        covered += (low <= (b_true, c_true)) & ((b_true, c_true) <= high)
+        widths.append(high - low)
+        estimates.append((fit.b, fit.c))
+    coverage = covered / repetitions
+    assert ((0.65 <= coverage) & (coverage <= 0.95)).all(), coverage
+    # not too wide either: as wide as the spread of the estimates over repetitions says
+    expected = 2 * stats.norm.ppf(0.5 + confidence / 2) * np.std(estimates, axis=0, ddof=1)
+    assert ((0.7 < np.mean(widths, axis=0) / expected) & (np.mean(widths, axis=0) / expected < 1.4)).all()
+
+
+def test_fit_parameter_intervals_are_missing_for_a_failed_fit_and_run_the_authors_fit_as_it_is():
+    x, y = talk_data(300, b=4.0, c=0.2, seed=5)
+    failed = fit_talk_curve(x, y, starts=[(-1000.0, 50.0)])
+    assert np.isnan(bootstrap_talk_curve(x, y, failed, n_resamples=5).low).all()
+    authors = fit_talk_compatible(x, y)
+    interval = bootstrap_talk_compatible(x, y, n_resamples=12, confidence=0.9, seed=1)
+    assert interval.low.shape == (3,)
+    estimate = np.array([authors.a, authors.b, authors.c])
+    assert (interval.low < estimate).all() and (estimate < interval.high).all()
+    # the same resamples as any other statistic of the same seed: the first resample refitted by hand
+    take = np.random.default_rng(1).integers(0, len(x), size=len(x))
+    first = fit_talk_compatible(x[take], y[take])
+    one = bootstrap_talk_compatible(x, y, n_resamples=1, seed=1)
+    assert np.allclose(one.low, [first.a, first.b, first.c])

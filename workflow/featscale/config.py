@@ -17,7 +17,9 @@ import yaml
 
 SPLITS = ("train", "val", "analysis")
 GPT2_VOCAB_SIZE = 50257
-MODEL_NAME = re.compile(r"^w(?P<width>[0-9]+)(?:-s(?P<seed>[0-9]+))?$")
+MODEL_NAME = re.compile(r"^w(?P<width>[0-9]+)(?:-s(?P<seed>[0-9]+))?(?P<untrained>-init)?$")
+UNTRAINED = "-init"  # w256-init: w256's architecture and initialisation, never trained (a control)
+SAE_SEED_REPLICATE = "-seed1"  # main-seed1: spec main with seed + 1 (a control)
 
 
 class ConfigError(ValueError):
@@ -30,11 +32,22 @@ def model_name(width: int, seed: int = 0) -> str:
 
 
 def parse_model_name(name: str) -> tuple[int, int]:
-    """(width, seed) of a model name made by `model_name`."""
+    """(width, seed) of a model name made by `model_name` (or `untrained_model_name`)."""
     match = MODEL_NAME.match(name)
     if match is None:
-        raise ValueError(f"{name!r} is not a model name (expected w<width> or w<width>-s<seed>)")
+        raise ValueError(f"{name!r} is not a model name (expected w<width>, w<width>-s<seed> or w<width>-init)")
     return int(match["width"]), int(match["seed"] or 0)
+
+
+def untrained_model_name(width: int) -> str:
+    """`w256-init`: the untrained null model of width 256 (w256's initialisation, zero steps)."""
+    return f"w{width}{UNTRAINED}"
+
+
+def is_untrained(name: str) -> bool:
+    """Whether a model name names an untrained null model (`w256-init`), not a model of the study."""
+    parse_model_name(name)  # refuses what is no model name
+    return name.endswith(UNTRAINED)
 
 
 def model_names(config: Mapping[str, Any]) -> list[str]:
@@ -45,6 +58,49 @@ def model_names(config: Mapping[str, Any]) -> list[str]:
         for width in sorted(config["models"]["widths"])
         for seed in ((0, 1) if width in replicated else (0,))
     ]
+
+
+def untrained_model_names(config: Mapping[str, Any]) -> list[str]:
+    """The untrained null models of a run (one per width), when controls.untrained_null is on."""
+    if not config.get("controls", {}).get("untrained_null", False):
+        return []
+    return [untrained_model_name(width) for width in sorted(config["models"]["widths"])]
+
+
+def untrained_null_correlations(models: Iterable[str]) -> list[tuple[str, str]]:
+    """(source, untrained model) correlations that give every ordered pair (source, target) of
+    `models` its untrained null: the source against the untrained model of the target's width.
+    Each once (w128 against w256 and w256-s1 needs w256-init once), in model order."""
+    models = list(models)
+    needed = {
+        (source, untrained_model_name(parse_model_name(target)[0]))
+        for source in models for target in models if target != source
+    }
+    return sorted(needed, key=lambda pair: (models.index(pair[0]), parse_model_name(pair[1])))
+
+
+def sae_seed_replicate_name(sae: str) -> str:
+    """`main-seed1`: the SAE-seed replicate of spec `main` (same spec, seed + 1)."""
+    return f"{sae}{SAE_SEED_REPLICATE}"
+
+
+def sae_spec(config: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """The SAE spec an `{sae}` wildcard names: a spec of config["saes"], or the SAE-seed replicate
+    of one (`main-seed1`: main's spec with seed + 1), which is derived here and never added to
+    config["saes"], so the study's analysis does not run for it."""
+    saes = config["saes"]
+    if name in saes:
+        return dict(saes[name])
+    base = name.removesuffix(SAE_SEED_REPLICATE)
+    if base != name and base in saes:
+        spec = dict(saes[base])
+        return spec | {"seed": spec.get("seed", 0) + 1}
+    raise KeyError(f"{name!r} is no SAE spec of config key `saes` ({', '.join(saes)}) nor an SAE-seed replicate of one")
+
+
+def sae_seed_replicate_models(config: Mapping[str, Any]) -> list[str]:
+    """The models (first seed of each width in controls.sae_seed_replicates) that get a second SAE seed."""
+    return [model_name(width) for width in sorted(config.get("controls", {}).get("sae_seed_replicates", []))]
 
 
 def describe_schema_error(error: Any) -> str:
@@ -188,12 +244,13 @@ def _check_models(config: Mapping[str, Any]) -> list[str]:
                 f"`models.head_size` = {head_size}: use widths that are multiples of {head_size} "
                 f"or another head size."
             )
-    for width in config.get("controls", {}).get("seed_replicates", []):
-        if width not in models["widths"]:
-            problems.append(
-                f"config key `controls.seed_replicates` has {width}, which is not in `models.widths` = "
-                f"{models['widths']}: a replicate is a second seed of a trained width; add it to models.widths."
-            )
+    for key in ("seed_replicates", "sae_seed_replicates"):
+        for width in config.get("controls", {}).get(key, []):
+            if width not in models["widths"]:
+                problems.append(
+                    f"config key `controls.{key}` has {width}, which is not in `models.widths` = "
+                    f"{models['widths']}: a replicate is a second seed of a trained width; add it to models.widths."
+                )
     if len(models["widths"]) < 2:
         problems.append(
             f"config key `models.widths` = {models['widths']} names one model, but universality "
@@ -231,6 +288,14 @@ def _check_training(config: Mapping[str, Any]) -> list[str]:
 
 def _check_saes(config: Mapping[str, Any]) -> list[str]:
     n_layers, problems = config["models"]["n_layers"], []
+    if config.get("controls", {}).get("sae_seed_replicates"):
+        for name in config["saes"]:
+            base = name.removesuffix(SAE_SEED_REPLICATE)
+            if base != name and base in config["saes"]:
+                problems.append(
+                    f"config key `saes.{name}` is also the name of spec {base}'s SAE-seed replicate, which "
+                    f"`controls.sae_seed_replicates` trains: rename the spec."
+                )
     for name, spec in config["saes"].items():
         key = f"saes.{name}"
         if spec["layer"] >= n_layers:

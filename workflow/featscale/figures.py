@@ -637,7 +637,7 @@ def _max_similarity(values: Any, what: str) -> np.ndarray:
 
 def build_null_distributions(
     real: pd.DataFrame | np.ndarray,
-    null: pd.DataFrame | np.ndarray,
+    null: pd.DataFrame | np.ndarray | Mapping[str, pd.DataFrame | np.ndarray],
     title: str,
     ceiling: float | None = None,
 ) -> Figure:
@@ -646,19 +646,21 @@ def build_null_distributions(
     vertical line (e.g. the seed-replicate ceiling).
 
     real, null: arrays of max similarity, or DataFrames with a max_similarity column
-    (several null draws may simply be stacked); NaNs are left out.
+    (several null draws may simply be stacked); NaNs are left out. Several nulls are given
+    as {label: values} (e.g. the shifted-token and the untrained null), each drawn in its own
+    shade of grey.
     """
     real_values = _max_similarity(real, "real")
-    null_values = _max_similarity(null, "null")
-    both = np.concatenate([real_values, null_values])
+    nulls = null if isinstance(null, Mapping) else {"null": null}
+    null_values = {label: _max_similarity(values, label) for label, values in nulls.items()}
+    both = np.concatenate([real_values, *null_values.values()])
     if both.size == 0:
         raise ValueError("real and null hold no finite max similarity")
     edges = np.histogram_bin_edges(both, bins=60)
+    greys = ("0.5", "0.25", "0.7")
     with _new_figure(figsize=(5.5, 3.8)) as (figure, ax):
-        for values, label, colour in (
-            (null_values, "null", "0.5"),
-            (real_values, "real", sns.color_palette("deep")[0]),
-        ):
+        drawn = [(values, label, greys[i % len(greys)]) for i, (label, values) in enumerate(null_values.items())]
+        for values, label, colour in [*drawn, (real_values, "real", sns.color_palette("deep")[0])]:
             if values.size:
                 ax.hist(values, bins=edges, density=True, histtype="stepfilled", alpha=0.35, color=colour)
                 ax.hist(values, bins=edges, density=True, histtype="step", color=colour, label=f"{label} (n = {values.size:,})")
@@ -673,7 +675,7 @@ def build_null_distributions(
 
 def null_distributions(
     real: pd.DataFrame | np.ndarray,
-    null: pd.DataFrame | np.ndarray,
+    null: pd.DataFrame | np.ndarray | Mapping[str, pd.DataFrame | np.ndarray],
     path: str | Path,
     title: str,
     ceiling: float | None = None,

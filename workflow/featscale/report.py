@@ -136,31 +136,74 @@ def width_findings(widths: pd.DataFrame, architecture: str) -> list[str]:
 
 
 def control_findings(controls: pd.DataFrame, config: Mapping[str, Any]) -> list[str]:
-    """Where the real curves stand between the shifted null and the same-width ceiling."""
+    """Where the real curves stand between the nulls (shifted tokens, untrained model) and the
+    ceilings (same width and another model seed, same model and another SAE seed)."""
     settings = config["controls"]
+    percentile = f"{settings['null_percentile']:g}th percentile"
     lines = []
+    kind = controls["kind"]
     has_null = controls["null_mean"].notna().any()
-    has_ceiling = controls["ceiling_mean"].notna().any()
-    if not has_null and not has_ceiling:
-        return ["No controls ran: set controls.shifted_null and/or controls.seed_replicates."]
-    cross = controls[~controls["same_width_replicate"]]
-    if has_null:
-        lines.append(
-            f"Shifted-token null: mean max similarity {cross['null_mean'].min():.3f}–{cross['null_mean'].max():.3f} "
-            f"across pairs of different models, against {cross['real_mean'].min():.3f}–{cross['real_mean'].max():.3f} "
-            f"for the real codes; {cross['fraction_above_null'].min():.1%}–{cross['fraction_above_null'].max():.1%} "
-            f"of latents beat the null's {settings['null_percentile']:g}th percentile at their firing frequency."
-        )
-    replicate = controls[controls["same_width_replicate"]]
-    for row in replicate.itertuples():
+    has_untrained = controls["untrained_mean"].notna().any()
+    has_ceiling = controls["ceiling_mean"].notna().any() or (kind == "sae_seed").any()
+    if not (has_null or has_untrained or has_ceiling):
+        return ["No controls ran: set controls.shifted_null, controls.untrained_null, controls.seed_replicates "
+                "and/or controls.sae_seed_replicates."]
+    cross = controls[kind == "pair"]
+    real = f"{cross['real_mean'].min():.3f}–{cross['real_mean'].max():.3f}"
+    for present, prefix, label in ((has_null, "null", "Shifted-token null"),
+                                   (has_untrained, "untrained", "Untrained-model null (the SAE of an untrained "
+                                                                "model of the target's width)")):
+        if present and not cross.empty:
+            above = cross[f"fraction_above_{prefix}"]
+            lines.append(
+                f"{label}: mean max similarity {cross[f'{prefix}_mean'].min():.3f}–{cross[f'{prefix}_mean'].max():.3f} "
+                f"across pairs of different models, against {real} for the real codes; "
+                f"{above.min():.1%}–{above.max():.1%} of latents beat the null's {percentile} at their firing frequency."
+            )
+    nulls = [(prefix, label) for present, prefix, label in (
+        (has_null, "null", "shifted null"), (has_untrained, "untrained", "untrained null")) if present]
+
+    def beaten(row: Any) -> str:
+        """', 12.3% above the shifted null.' for the nulls that ran."""
+        shares = [f"{share:.1%} above the {label}" for prefix, label in nulls
+                  if not math.isnan(share := getattr(row, f"fraction_above_{prefix}"))]
+        return (", " + ", ".join(shares) + ".") if shares else "."
+
+    for row in controls[kind == "model_seed"].itertuples():
         lines.append(f"Ceiling {row.source} → {row.target} (same width, another seed): mean max similarity "
-                     f"{row.real_mean:.3f}" + (f", {row.fraction_above_null:.1%} above the null." if has_null else "."))
+                     f"{row.real_mean:.3f}" + beaten(row))
+    for row in controls[kind == "sae_seed"].itertuples():
+        r = cross[cross["source"] == row.source]["pearson_r"]
+        spread = f"{r.min():.3f}" if r.min() == r.max() else f"{r.min():.3f}–{r.max():.3f}"
+        versus = f" (r {spread} against the other models)" if r.notna().any() else ""
+        lines.append(f"SAE-seed ceiling {row.source} → {row.target} (the same model, an SAE that differs only in "
+                     f"its seed): mean max similarity {row.real_mean:.3f}, r(importance, max similarity) "
+                     f"{row.pearson_r:.3f}{versus}" + beaten(row))
     positioned = cross[cross["position_null_to_ceiling"].notna()]
     for row in positioned.itertuples():
         lines.append(f"{row.source} → {row.target}: mean max similarity {row.real_mean:.3f} lies "
                      f"{row.position_null_to_ceiling:.0%} of the way from the null ({row.null_mean:.3f}) to "
                      f"{row.source}'s ceiling ({row.ceiling_mean:.3f}).")
     return lines
+
+
+def with_intervals(pairs: pd.DataFrame, names: Sequence[str], digits: int = 4) -> pd.DataFrame:
+    """`pairs` with each of `names` that has bootstrap bounds (`<name>_low`, `<name>_high`)
+    written as text, `value [low, high]`, and the bound columns dropped."""
+
+    def cell(value: float, low: float, high: float) -> str:
+        if math.isnan(value):
+            return "-"
+        text = f"{value:.{digits}g}"
+        return text if math.isnan(low) and math.isnan(high) else f"{text} [{low:.{digits}g}, {high:.{digits}g}]"
+
+    shown = pairs.copy()
+    for name in names:
+        bounds = [f"{name}_low", f"{name}_high"]
+        if name in shown and all(bound in shown for bound in bounds):
+            shown[name] = [cell(*values) for values in zip(shown[name], *(shown[bound] for bound in bounds))]
+            shown = shown.drop(columns=bounds)
+    return shown
 
 
 def scaling_findings(fits: Mapping[str, Mapping[str, float]]) -> list[str]:
@@ -236,17 +279,23 @@ def write_study_report(
         columns = ["source", "target", "mask", "n", "pearson_r", "spearman_rho", "partial_r_given_log_frequency",
                    "b", "b_error", "c", "c_error", "r_squared"]
         columns += [c for c in ("authors_a", "authors_b", "authors_c", "authors_r_squared") if c in pairs]
-        lines += ["Fits per ordered pair (the talk's y = 1 − e^(−b(x−c)); authors_*: their weighted, bounded fit):",
-                  "", markdown_table(pairs[columns]), ""]
+        fitted = with_intervals(pairs, ["spearman_rho", "b", "c", "authors_a", "authors_b", "authors_c"])
+        lines += ["Fits per ordered pair (the talk's y = 1 − e^(−b(x−c)); authors_*: their weighted, bounded fit; "
+                  "_error: the fit's standard error; [low, high]: "
+                  f"{config['analysis']['confidence']:.0%} bootstrap interval over latents):",
+                  "", markdown_table(fitted[columns]), ""]
         lines += ["### Latents", "", markdown_table(census), ""]
         lines += ["### Feature budget", ""] + [f"- {line}" for line in
                                                budget_findings(budget, widths, config["feature_budget"]["recovery"])]
         lines += ["", "### Do wider models store more features?", "", markdown_table(widths), ""]
         lines += [f"- {line}" for line in width_findings(widths, spec["architecture"])] + [""]
         lines += ["### Scaling", ""] + [f"- {line}" for line in scaling_findings(fits)] + [""]
-        lines += ["### Controls", "", "Per ordered pair: real and shifted-null mean max similarity, the share of "
-                  "latents above the null at their firing frequency, the source's seed-replicate ceiling, and where "
-                  "the real mean lies from null (0) to ceiling (1).",
+        lines += ["### Controls", "", "Per ordered pair (kind pair, or model_seed for a same-width seed "
+                  "replicate): r, the real mean max similarity, the mean of each null (null_*: shifted tokens; "
+                  "untrained_*: the SAE of an untrained model of the target's width) and the share of latents above "
+                  "it at their firing frequency, the source's seed-replicate ceiling, and where the real mean lies "
+                  "from the shifted null (0) to that ceiling (1). Kind sae_seed: a model's SAE against a second SAE "
+                  "of the same spec but its seed, the ceiling that SAE training noise leaves.",
                   "", markdown_table(controls), ""]
         lines += [f"- {line}" for line in control_findings(controls, config)] + [""]
         lines += ["### Figures", ""] + [f"![{name}]({rel(name)})" for name in (

@@ -21,11 +21,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from featscale.config import parse_model_name
+from featscale.config import parse_model_name, untrained_model_name
 from featscale.correlation import counted_latents, open_correlations
 from featscale.features import open_features
 from featscale.universality import (
+    Interval,
     bootstrap_intervals,
+    bootstrap_talk_compatible,
+    bootstrap_talk_curve,
     collapsed_latents,
     fit_scaling_law,
     fit_talk_compatible,
@@ -86,46 +89,93 @@ def universality_points(
     masks: Mapping[str, np.ndarray],
     min_count: int,
     nulls: Mapping[tuple[str, str], str | Path] | None = None,
+    untrained: Mapping[tuple[str, str], str | Path] | None = None,
 ) -> pd.DataFrame:
     """One row per (source, target, counted source latent): x, y, partner, frequency, collapsed,
-    and, given the shifted-token nulls of the pairs, the latent's null max similarity."""
+    and, when given, the latent's null max similarities: `nulls` holds the shifted-token null of
+    each pair (a, b) of `correlations`; `untrained` the correlation of a source (side a) with an
+    untrained model (side b), keyed (source, untrained model), and the pair (source, target)
+    reads the one with the untrained model of the target's width."""
     stores = {model: open_features(path) for model, path in features.items()}
     frames = []
     for (a, b), path in correlations.items():
         store = open_correlations(path)
-        null = open_correlations(nulls[a, b]) if nulls else None
         for source, target, side in ((a, b, "a"), (b, a, "b")):
-            values = store.side(side)
-            null_values = null.side(side)["max_similarity"] if null is not None else np.nan
-            if null is not None and not np.array_equal(null.side(side)["latent"], values["latent"]):
-                raise ValueError(f"{nulls[a, b]} counts other latents than {path}: rerun both with one min_count")
-            source_store = stores[source]
-            counted = counted_latents(source_store, min_count).latents
-            if not np.array_equal(counted, values["latent"]):
-                raise ValueError(
-                    f"{path} counts other latents of {source} than its feature store at min_count = "
-                    f"{min_count}: rerun the correlation with the current settings"
-                )
-            keep = np.zeros(source_store.n_latents, dtype=bool)
-            keep[counted] = True
-            x = relative_importance(source_store.stat("importance"), keep)[counted]
-            frames.append(pd.DataFrame({
-                "source": source,
-                "target": target,
-                "latent": counted,
-                "relative_importance": x,
-                "max_similarity": values["max_similarity"],
-                "best_partner": values["best_partner"],
-                "frequency": source_store.stat("count")[counted] / source_store.n_tokens,
-                "collapsed": masks[source][counted],
-                "null_max_similarity": null_values,
-            }))
+            frame = _pair_points(source, target, stores[source], store.side(side), masks[source], min_count, path)
+            latents = frame["latent"].to_numpy()
+            frame["null_max_similarity"] = (
+                _null_max_similarity(nulls[a, b], side, latents, path) if nulls else np.nan
+            )
+            frame["untrained_max_similarity"] = np.nan
+            if untrained:
+                key = (source, untrained_model_name(parse_model_name(target)[0]))
+                frame["untrained_max_similarity"] = _null_max_similarity(untrained[key], "a", latents, path)
+            frames.append(frame)
     return pd.concat(frames, ignore_index=True)
 
 
+def sae_seed_points(
+    features: Mapping[str, str | Path],
+    correlations: Mapping[str, str | Path],
+    masks: Mapping[str, np.ndarray],
+    min_count: int,
+    replicate: str,
+    nulls: Mapping[str, str | Path] | None = None,
+) -> pd.DataFrame:
+    """The SAE-seed ceiling as points: per model of `correlations` ({model: the correlation of its
+    SAE (side a) with the SAE-seed replicate `replicate` (side b)}), one row per counted latent of
+    the model's SAE, target `<model>/<replicate>`, and its shifted null when `nulls` are given."""
+    frames = []
+    for model, path in correlations.items():
+        store = open_features(features[model])
+        frame = _pair_points(model, f"{model}/{replicate}", store, open_correlations(path).side("a"),
+                             masks[model], min_count, path)
+        latents = frame["latent"].to_numpy()
+        frame["null_max_similarity"] = _null_max_similarity(nulls[model], "a", latents, path) if nulls else np.nan
+        frame["untrained_max_similarity"] = np.nan
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def _pair_points(source: str, target: str, source_store: Any, values: Mapping[str, np.ndarray],
+                 mask: np.ndarray, min_count: int, path: str | Path) -> pd.DataFrame:
+    """x, y and the rest for the counted latents of `source` in one side of a correlation."""
+    counted = counted_latents(source_store, min_count).latents
+    if not np.array_equal(counted, values["latent"]):
+        raise ValueError(
+            f"{path} counts other latents of {source} than its feature store at min_count = "
+            f"{min_count}: rerun the correlation with the current settings"
+        )
+    keep = np.zeros(source_store.n_latents, dtype=bool)
+    keep[counted] = True
+    return pd.DataFrame({
+        "source": source,
+        "target": target,
+        "latent": counted,
+        "relative_importance": relative_importance(source_store.stat("importance"), keep)[counted],
+        "max_similarity": values["max_similarity"],
+        "best_partner": values["best_partner"],
+        "frequency": source_store.stat("count")[counted] / source_store.n_tokens,
+        "collapsed": mask[counted],
+    })
+
+
+def _null_max_similarity(path: str | Path, side: str, latents: np.ndarray, real: str | Path) -> np.ndarray:
+    """One side's max similarity in a null's correlation, for the same latents as the real one."""
+    values = open_correlations(path).side(side)
+    if not np.array_equal(values["latent"], latents):
+        raise ValueError(f"{path} counts other latents than {real}: rerun both with one min_count")
+    return values["max_similarity"]
+
+
 def pair_table(points: pd.DataFrame, talk_compatible: bool, resamples: int, confidence: float,
-               seed: int) -> pd.DataFrame:
-    """Per ordered pair and mask: r, rho, partial r (given log frequency), both fits, intervals."""
+               seed: int, fit_resamples: int = 0) -> pd.DataFrame:
+    """Per ordered pair and mask: r, rho, partial r (given log frequency), both fits, intervals.
+
+    Bootstrap intervals over latents: `resamples` for r, rho and the talk's (b, c) (`*_low`,
+    `*_high`), `fit_resamples` for the authors' (a, b, c), whose KDE weights make each resample
+    as slow as the fit itself.
+    """
     rows = []
     for (source, target), group in points.groupby(["source", "target"], sort=False):
         for mask in MASKS:
@@ -150,12 +200,20 @@ def pair_table(points: pd.DataFrame, talk_compatible: bool, resamples: int, conf
                 )
                 row.update(pearson_r_low=r_interval.low, pearson_r_high=r_interval.high,
                            spearman_rho_low=rho_interval.low, spearman_rho_high=rho_interval.high)
+                fit_interval = bootstrap_talk_curve(x, y, talk, resamples, confidence, seed)
+                row.update({f"{name}_{end}": float(bound[i]) for i, name in enumerate(("b", "c"))
+                            for end, bound in (("low", fit_interval.low), ("high", fit_interval.high))})
             if talk_compatible:
                 authors = fit_talk_compatible(x, y)
                 row.update(authors_a=authors.a, authors_b=authors.b, authors_c=authors.c,
                            authors_a_error=authors.a_error, authors_b_error=authors.b_error,
                            authors_c_error=authors.c_error, authors_r_squared=authors.r_squared,
                            authors_converged=authors.converged, authors_reason=authors.reason)
+                if fit_resamples:
+                    interval = (bootstrap_talk_compatible(x, y, fit_resamples, confidence, seed) if authors.converged
+                                else Interval(np.full(3, np.nan), np.full(3, np.nan)))
+                    row.update({f"authors_{name}_{end}": float(bound[i]) for i, name in enumerate(("a", "b", "c"))
+                                for end, bound in (("low", interval.low), ("high", interval.high))})
             rows.append(row)
             log.info("%s -> %s (%s): n %d, r %.4f, b %.3g, c %.3g", source, target, mask, statistics.n,
                      statistics.pearson_r, talk.b, talk.c)
@@ -183,15 +241,21 @@ def replicate_of(model: str, models: Sequence[str]) -> str | None:
     return others[0] if others else None
 
 
-def control_table(points: pd.DataFrame, percentile: float, bins: int) -> pd.DataFrame:
-    """Where each ordered pair's universality stands between chance and a same-width ceiling.
+def control_table(points: pd.DataFrame, percentile: float, bins: int,
+                  sae_seed: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Where each ordered pair's universality stands between chance and the ceilings.
 
-    Per ordered pair: the mean max similarity of the source's latents (real), the mean of
-    their shifted-token null, the fraction of latents whose real max similarity exceeds the
-    null's `percentile` among latents of similar firing frequency (quantile bins of log
-    count: a rarely firing latent's max over many partners is large by chance), and, when the
-    source has a seed replicate, the ceiling (its latents' mean max similarity in the replicate)
-    and where the real mean lies from null (0) to ceiling (1).
+    One row per ordered pair of `points` (`kind` pair, or model_seed for the same width's seed
+    replicate), and one per model of `sae_seed` (`sae_seed_points`: kind sae_seed, the ceiling
+    that a second SAE seed on the same model reaches). Per row: Pearson r(importance, max
+    similarity) as in pairs.csv, the mean max similarity of the source's latents (real), and for
+    each null that ran, its mean and the fraction of latents whose real max similarity exceeds
+    the null's `percentile` among latents of similar firing frequency (quantile bins of log
+    count: a rarely firing latent's max over many partners is large by chance): the
+    shifted-token null (`null_*`) and the untrained model of the target's width
+    (`untrained_*`). When the source has a seed replicate: the ceiling (its latents' mean max
+    similarity in the replicate) and where the real mean lies from the shifted null (0) to the
+    ceiling (1).
     """
     rows = []
     models = sorted(set(points["source"]), key=parse_model_name)
@@ -201,30 +265,48 @@ def control_table(points: pd.DataFrame, percentile: float, bins: int) -> pd.Data
         if replicate is not None:
             chosen = points[(points["source"] == model) & (points["target"] == replicate)]
             ceiling[model] = float(chosen["max_similarity"].mean())
-    for (source, target), group in points.groupby(["source", "target"], sort=False):
+    groups = [("pair", key, group) for key, group in points.groupby(["source", "target"], sort=False)]
+    if sae_seed is not None and len(sae_seed):
+        groups += [("sae_seed", key, group) for key, group in sae_seed.groupby(["source", "target"], sort=False)]
+    for kind, (source, target), group in groups:
+        same_width = kind == "pair" and replicate_of(source, models) == target
         real = group["max_similarity"].to_numpy()
-        null = group["null_max_similarity"].to_numpy(dtype=float)
         row: dict[str, Any] = {
+            "kind": "model_seed" if same_width else kind,
             "source": source, "target": target, "n": len(group),
-            "same_width_replicate": replicate_of(source, models) == target,
+            "same_width_replicate": same_width,
+            "pearson_r": pearson_r(group["relative_importance"].to_numpy(), real),
             "real_mean": float(real.mean()),
-            "null_mean": float(np.nanmean(null)) if np.isfinite(null).any() else np.nan,
-            "fraction_above_null": np.nan,
-            "ceiling_mean": ceiling.get(source, np.nan),
         }
-        if np.isfinite(null).all():
-            log_frequency = np.log(group["frequency"].to_numpy())
-            edges = np.quantile(log_frequency, np.linspace(0, 1, bins + 1)[1:-1])
-            which = np.searchsorted(edges, log_frequency, side="right")  # bin of each latent
-            above = np.zeros(len(group), dtype=bool)
-            for b in np.unique(which):
-                members = which == b
-                above[members] = real[members] > np.percentile(null[members], percentile)
-            row["fraction_above_null"] = float(above.mean())
+        for prefix, column in (("null", "null_max_similarity"), ("untrained", "untrained_max_similarity")):
+            null = group[column].to_numpy(dtype=float) if column in group else np.full(len(group), np.nan)
+            row[f"{prefix}_mean"] = float(np.nanmean(null)) if np.isfinite(null).any() else np.nan
+            row[f"fraction_above_{prefix}"] = fraction_above_null(
+                real, null, group["frequency"].to_numpy(), percentile, bins)
+        row["untrained_model"] = (untrained_model_name(parse_model_name(target)[0])
+                                  if kind == "pair" and np.isfinite(row["untrained_mean"]) else "")
+        row["ceiling_mean"] = ceiling.get(source, np.nan) if kind == "pair" else np.nan
         span = row["ceiling_mean"] - row["null_mean"]
         row["position_null_to_ceiling"] = (row["real_mean"] - row["null_mean"]) / span if span > 0 else np.nan
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def fraction_above_null(real: np.ndarray, null: np.ndarray, frequency: np.ndarray, percentile: float,
+                        bins: int) -> float:
+    """The share of latents whose real max similarity exceeds the null's `percentile` among the
+    latents of similar firing frequency (`bins` quantile bins of log frequency); NaN without a
+    null for every latent."""
+    if not np.isfinite(null).all():
+        return np.nan
+    log_frequency = np.log(frequency)
+    edges = np.quantile(log_frequency, np.linspace(0, 1, bins + 1)[1:-1])
+    which = np.searchsorted(edges, log_frequency, side="right")  # bin of each latent
+    above = np.zeros(len(real), dtype=bool)
+    for b in np.unique(which):
+        members = which == b
+        above[members] = real[members] > np.percentile(null[members], percentile)
+    return float(above.mean())
 
 
 # ---------------------------------------------------------------- per width

@@ -69,7 +69,9 @@ def train_model(
 ) -> dict[str, Any]:
     """Train one model on the token store and write `outputs` (weights, config, metrics, final).
 
-    Returns the final summary (also written to outputs["final"]).
+    Returns the final summary (also written to outputs["final"]). With `training["tokens"]`
+    below one batch no step is taken: the outputs hold the initialisation itself (the
+    untrained null model, w<width>-init), evaluated like a trained model.
     """
     stop = StopRequested()
     device = pick_device(training["device"])

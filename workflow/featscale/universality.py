@@ -12,6 +12,7 @@ Read top to bottom:
     fit_talk_compatible     the authors' a(1 - exp(-b(x - c))), bounds, KDE weights
     pair_statistics         Pearson r (the talk's table), Spearman rho, r given frequency
     bootstrap_intervals     percentile intervals for any of the above
+    bootstrap_talk_curve    ... of the talk's (b, c); bootstrap_talk_compatible: the authors' (a, b, c)
     r_table                 the talk's table: rows are the source model, columns the target
     fit_scaling_law         L = (N_c / N)^alpha in non-embedding parameters
 """
@@ -490,6 +491,53 @@ def bootstrap_intervals(
     if low.ndim == 0:
         return Interval(float(low), float(high))
     return Interval(low, high)
+
+
+def bootstrap_talk_curve(
+    x: np.ndarray,
+    y: np.ndarray,
+    fit: TalkCurveFit,
+    n_resamples: int = 200,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> Interval:
+    """Percentile bootstrap intervals of the talk's (b, c) over latents: arrays [b, c] low and high.
+
+    Each resample is refitted from `fit`'s (b, c), the full data's optimum, which the resample's
+    optimum lies near; only when that start fails are the usual starts tried. One start instead
+    of five makes a resample about 15 times cheaper (some 15 ms at 24,576 latents). NaN when
+    `fit` did not converge.
+    """
+    if not fit.converged:
+        return Interval(np.full(2, np.nan), np.full(2, np.nan))
+
+    def parameters(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+        refit = fit_talk_curve(u, v, starts=((fit.b, fit.c),))
+        if not refit.converged:
+            refit = fit_talk_curve(u, v)
+        return np.array([refit.b, refit.c])
+
+    return bootstrap_intervals(x, y, parameters, n_resamples, confidence, seed)
+
+
+def bootstrap_talk_compatible(
+    x: np.ndarray,
+    y: np.ndarray,
+    n_resamples: int = 20,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> Interval:
+    """Percentile bootstrap intervals of the authors' (a, b, c) over latents: arrays [a, b, c].
+
+    Each resample runs `fit_talk_compatible` as it is, KDE weights of the resample included,
+    so a resample costs what the fit costs (O(n^2): about 20 s at 24,576 latents).
+    """
+
+    def parameters(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+        refit = fit_talk_compatible(u, v)
+        return np.array([refit.a, refit.b, refit.c])
+
+    return bootstrap_intervals(x, y, parameters, n_resamples, confidence, seed)
 
 
 # --- the r table ---------------------------------------------------------------------------

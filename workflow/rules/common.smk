@@ -19,8 +19,13 @@ from featscale.config import (
     check_config,
     describe_schema_error,
     feature_window_tokens,
+    is_untrained,
     model_names,
     parse_model_name,
+    sae_seed_replicate_models,
+    sae_seed_replicate_name,
+    sae_spec,
+    untrained_null_correlations,
 )
 from featscale.gpus import gpu_slots
 
@@ -49,11 +54,12 @@ if "gpu" not in workflow.global_resources and workflow.nodes is None:
 
 
 RESULTS = f"results/{config['run']}"
+# the study's models; the untrained null models (w<width>-init) are controls only, never in here
 MODELS = model_names(config)
 
 
 wildcard_constraints:
-    model=r"w[0-9]+(-s[0-9]+)?",
+    model=r"w[0-9]+(-s[0-9]+)?(-init)?",
     sae=r"[A-Za-z0-9][A-Za-z0-9_-]*",
 
 # the artifacts (README, "Outputs"), relative to the working directory
@@ -106,10 +112,21 @@ def model_architecture(wildcards):
     }
 
 
+def training_settings(model):
+    """How a model is trained: config["training"], except that an untrained null model
+    (w<width>-init) takes zero steps, so train_model saves its initialisation as it is."""
+    return config["training"] | ({"tokens": 0} if is_untrained(model) else {})
+
+
+def spec_of(wildcards):
+    """The SAE spec of an {sae} wildcard: a spec of config["saes"] or the SAE-seed replicate of one."""
+    return sae_spec(config, wildcards.sae)
+
+
 def _training_flops(model):
     """6 N D: the compute of training one model, N counting non-embedding parameters."""
     width, _ = parse_model_name(model)
-    return 6 * 12 * config["models"]["n_layers"] * width**2 * config["training"]["tokens"]
+    return 6 * 12 * config["models"]["n_layers"] * width**2 * training_settings(model)["tokens"]
 
 
 def train_model_runtime(model):
@@ -125,7 +142,7 @@ def gpu_job_mem_mb(model):
 
 def train_sae_runtime(sae):
     """Minutes asked of the scheduler for one SAE: 1 h plus 1 h per 250M training tokens."""
-    return 60 + int(60 * config["saes"][sae]["tokens"] / 250e6)
+    return 60 + int(60 * sae_spec(config, sae)["tokens"] / 250e6)
 
 
 def model_pairs():
@@ -144,7 +161,33 @@ def shifted_null_paths(sae):
     return [f"{RESULTS}/controls/{sae}/shifted/{a}__{b}.zarr" for a, b in model_pairs()]
 
 
+def untrained_null_pairs():
+    """(source, untrained model) of every correlation the untrained null needs, when it is on."""
+    return untrained_null_correlations(MODELS) if config["controls"]["untrained_null"] else []
+
+
+def untrained_null_paths(sae):
+    """Each source model against the untrained model of a target's width (rule correlate_untrained)."""
+    return [f"{RESULTS}/controls/{sae}/untrained/{a}__{b}.zarr" for a, b in untrained_null_pairs()]
+
+
+def sae_seed_paths(sae, shifted=False):
+    """The correlation of each replicated model's SAE with its SAE-seed replicate (and its shifted null)."""
+    if shifted and not config["controls"]["shifted_null"]:
+        return []
+    folder = "sae_seed_shifted" if shifted else "sae_seed"
+    return [f"{RESULTS}/controls/{sae}/{folder}/{model}.zarr" for model in sae_seed_replicate_models(config)]
+
+
+def sae_seed_inputs(wildcards):
+    """One model's codes under spec {sae} (side a) and under its SAE-seed replicate (side b)."""
+    return {
+        "a": f"{RESULTS}/features/{wildcards.model}/{wildcards.sae}.zarr",
+        "b": f"{RESULTS}/features/{wildcards.model}/{sae_seed_replicate_name(wildcards.sae)}.zarr",
+    }
+
+
 def correlation_block_mb(sae):
     """One correlation worker's co-occurrence block in MB: block_latents x latents x 8 bytes, x2 headroom."""
-    latents = config["saes"][sae]["n_latents"]
+    latents = sae_spec(config, sae)["n_latents"]
     return int(2 * min(config["correlation"]["block_latents"], latents) * latents * 8 / 1e6)

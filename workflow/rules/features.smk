@@ -11,7 +11,7 @@ rule encode_features:
     output:
         directory(f"{RESULTS}/features/{{model}}/{{sae}}.zarr"),
     params:
-        spec=lambda wildcards: config["saes"][wildcards.sae],
+        spec=spec_of,
         features=config["features"],
         run_seed=config["seed"],
         device=config["training"]["device"],
@@ -82,6 +82,79 @@ rule correlate_shifted:
     script:
         "../scripts/correlate.py"
 
+
+# The untrained null: a source model's codes against those of the untrained model (w<width>-init)
+# of a target's width; the source is side a.
+rule correlate_untrained:
+    input:
+        a=f"{RESULTS}/features/{{a}}/{{sae}}.zarr",
+        b=f"{RESULTS}/features/{{b}}/{{sae}}.zarr",
+    output:
+        directory(f"{RESULTS}/controls/{{sae}}/untrained/{{a}}__{{b}}.zarr"),
+    params:
+        correlation=config["correlation"] | {"matrix_dtype": "none"},
+    wildcard_constraints:
+        a=r"w[0-9]+(-s[0-9]+)?",
+        b=r"w[0-9]+-init",
+    threads: config["correlation"]["workers"]
+    resources:
+        mem_mb=lambda wildcards, threads: 4000
+        + threads * correlation_block_mb(wildcards.sae),
+    log:
+        log_path("correlate_untrained/{sae}/{a}__{b}"),
+    benchmark:
+        benchmark_path("correlate_untrained/{sae}/{a}__{b}")
+    conda:
+        "../../envs/analysis.yaml"
+    script:
+        "../scripts/correlate.py"
+
+
+# The SAE-seed ceiling: two SAEs of one model that differ only in their seed.
+rule correlate_sae_seed:
+    input:
+        unpack(sae_seed_inputs),
+    output:
+        directory(f"{RESULTS}/controls/{{sae}}/sae_seed/{{model}}.zarr"),
+    params:
+        correlation=config["correlation"] | {"matrix_dtype": "none"},
+    threads: config["correlation"]["workers"]
+    resources:
+        mem_mb=lambda wildcards, threads: 4000
+        + threads * correlation_block_mb(wildcards.sae),
+    log:
+        log_path("correlate_sae_seed/{sae}/{model}"),
+    benchmark:
+        benchmark_path("correlate_sae_seed/{sae}/{model}")
+    conda:
+        "../../envs/analysis.yaml"
+    script:
+        "../scripts/correlate.py"
+
+
+# ... and its shifted-token null, when controls.shifted_null is on.
+rule correlate_sae_seed_shifted:
+    input:
+        unpack(sae_seed_inputs),
+    output:
+        directory(f"{RESULTS}/controls/{{sae}}/sae_seed_shifted/{{model}}.zarr"),
+    params:
+        correlation=config["correlation"] | {"matrix_dtype": "none"},
+        shift_fraction=config["controls"]["shift_fraction"],
+    threads: config["correlation"]["workers"]
+    resources:
+        mem_mb=lambda wildcards, threads: 4000
+        + threads * correlation_block_mb(wildcards.sae),
+    log:
+        log_path("correlate_sae_seed_shifted/{sae}/{model}"),
+    benchmark:
+        benchmark_path("correlate_sae_seed_shifted/{sae}/{model}")
+    conda:
+        "../../envs/analysis.yaml"
+    script:
+        "../scripts/correlate.py"
+
+
 rule feature_budget:
     input:
         tokens=TOKENS,
@@ -93,7 +166,7 @@ rule feature_budget:
     output:
         f"{RESULTS}/analysis/{{sae}}/budget/{{model}}.csv",
     params:
-        spec=lambda wildcards: config["saes"][wildcards.sae],
+        spec=spec_of,
         budget=config["feature_budget"],
         run_seed=config["seed"],
         batch_size=config["training"]["micro_batch"],

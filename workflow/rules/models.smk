@@ -1,4 +1,5 @@
-# One model per width (and seed), trained on the same tokens in the same order.
+# One model per width (and seed), trained on the same tokens in the same order; with
+# controls.untrained_null also w<width>-init, the same initialisation saved after zero steps.
 
 
 rule train_model:
@@ -13,7 +14,7 @@ rule train_model:
         architecture=model_architecture,
         model_seed=lambda wildcards: parse_model_name(wildcards.model)[1],
         run_seed=config["seed"],
-        training=config["training"],
+        training=lambda wildcards: training_settings(wildcards.model),
         evaluation_tokens=config["evaluation"]["tokens"],
         checkpoints=lambda wildcards: f"{RESULTS}/checkpoints/models/{wildcards.model}",
     threads: 2

@@ -11,7 +11,7 @@ rule train_sae:
         config=f"{RESULTS}/saes/{{model}}/{{sae}}/cfg.json",
         metrics=f"{RESULTS}/saes/{{model}}/{{sae}}/metrics.csv",
     params:
-        spec=lambda wildcards: config["saes"][wildcards.sae],
+        spec=spec_of,
         run_seed=config["seed"],
         device=config["training"]["device"],
         checkpoints=lambda wildcards: f"{RESULTS}/checkpoints/saes/{wildcards.model}/{wildcards.sae}",
@@ -40,7 +40,7 @@ rule evaluate_sae:
     output:
         f"{RESULTS}/saes/{{model}}/{{sae}}/eval.json",
     params:
-        spec=lambda wildcards: config["saes"][wildcards.sae],
+        spec=spec_of,
         evaluation_tokens=config["evaluation"]["tokens"],
         batch_size=config["training"]["micro_batch"],
         device=config["training"]["device"],

@@ -10,6 +10,9 @@ rule universality:
         ),
         correlations=lambda wildcards: correlation_paths(wildcards.sae),
         nulls=lambda wildcards: shifted_null_paths(wildcards.sae),
+        untrained=lambda wildcards: untrained_null_paths(wildcards.sae),
+        sae_seed=lambda wildcards: sae_seed_paths(wildcards.sae),
+        sae_seed_nulls=lambda wildcards: sae_seed_paths(wildcards.sae, shifted=True),
     output:
         points=f"{RESULTS}/analysis/{{sae}}/points.parquet",
         pairs=f"{RESULTS}/analysis/{{sae}}/pairs.csv",
@@ -22,6 +25,8 @@ rule universality:
     params:
         models=MODELS,
         pairs=model_pairs(),
+        untrained_pairs=untrained_null_pairs(),
+        sae_seed_models=sae_seed_replicate_models(config),
         min_count=config["correlation"]["min_count"],
         analysis=config["analysis"],
         controls=config["controls"],

@@ -28,12 +28,17 @@ for mask, path in (("all", out.grid), ("masked", out.grid_masked)):
 
 def null_figures(folder: Path) -> None:
     folder.mkdir()
-    if not points["null_max_similarity"].notna().any():
-        (folder / "README.txt").write_text("controls.shifted_null is off: no null was computed.\n")
+    columns = {"shifted-token null": "null_max_similarity", "untrained-model null": "untrained_max_similarity"}
+    columns = {label: column for label, column in columns.items()
+               if column in points and points[column].notna().any()}
+    if not columns:
+        (folder / "README.txt").write_text("controls.shifted_null and controls.untrained_null are off: "
+                                           "no null was computed.\n")
         return
     for (source, target), group in points.groupby(["source", "target"]):
-        figures.null_distributions(group["max_similarity"].to_numpy(), group["null_max_similarity"].to_numpy(),
-                                   folder / f"{source}__{target}.png", title=f"{source} → {target}: real and shifted null",
+        figures.null_distributions(group["max_similarity"].to_numpy(),
+                                   {label: group[column].to_numpy() for label, column in columns.items()},
+                                   folder / f"{source}__{target}.png", title=f"{source} → {target}: real and {'nulls' if len(columns) > 1 else 'null'}",
                                    ceiling=ceilings.get((source, target)))
 
 
