@@ -137,6 +137,7 @@ def dense_of(csr: tuple[np.ndarray, ...], n_latents: int) -> np.ndarray:
 def sparse_writer(path: Path, n_latents: int):
     """A FeatureWriter (same arrays, same finish) fed CSR batches without densifying."""
     import torch
+
     from featscale.features import FeatureWriter
 
     class SparseFeatureWriter(FeatureWriter):
@@ -169,6 +170,7 @@ def sparse_writer(path: Path, n_latents: int):
 def ensure_stores(args: argparse.Namespace, n_tokens: int) -> tuple[Path, Path, float]:
     """Stores of A and B over the first n_tokens of the stream, generated unless cached: (a, b, seconds)."""
     import torch
+
     from featscale.features import open_features, tokens_sha256
     from featscale.runtime import write_atomically
 
@@ -316,6 +318,7 @@ def dense_finish(s, sums, squares, n: int):
 
 def worker_dense(args: argparse.Namespace) -> dict[str, Any]:
     import torch
+
     from featscale.features import open_features
 
     torch.set_num_threads(args.workers)
@@ -348,6 +351,7 @@ def worker_dense(args: argparse.Namespace) -> dict[str, Any]:
 def worker_verify(args: argparse.Namespace) -> dict[str, Any]:
     """The first verify_latents latents over the first verify_tokens tokens: sparse vs dense r."""
     import torch
+
     from featscale.correlation import correlate, open_correlations
     from featscale.features import FeatureWriter, open_features, tokens_sha256
 
