@@ -64,7 +64,7 @@ MEASURES = {
     "l0": "L0 (latents active per token)",
     "live_latents": "live latents",
     "non_collapsed_latents": "non-collapsed latents",
-    "n_for_recovery": "features for the set loss recovery (feature_budget.recovery)",
+    "n_for_recovery": "top-N features that recover\nfeature_budget.recovery of the loss",
 }
 REPLICATE_MARKER = "†"  # as in the r table: same width, different seed
 
