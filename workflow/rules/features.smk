@@ -55,40 +55,23 @@ rule correlate:
         "../scripts/correlate.py"
 
 
-
-rule correlate_shifted:
-    input:
-        a=f"{RESULTS}/features/{{a}}/{{sae}}.zarr",
-        b=f"{RESULTS}/features/{{b}}/{{sae}}.zarr",
+# The nulls and ceilings below are correlate with other inputs and outputs; each stores only
+# every latent's max and partner (the full matrix is never read).
+use rule correlate as correlate_shifted with:
     output:
         directory(f"{RESULTS}/controls/{{sae}}/shifted/{{a}}__{{b}}.zarr"),
     params:
-        # only each latent's max and partner: the null's full matrix is never read
         correlation=config["correlation"] | {"matrix_dtype": "none"},
         shift_fraction=config["controls"]["shift_fraction"],
-    wildcard_constraints:
-        a=r"w[0-9]+(-s[0-9]+)?",
-        b=r"w[0-9]+(-s[0-9]+)?",
-    threads: config["correlation"]["workers"]
-    resources:
-        mem_mb=lambda wildcards, threads: 4000
-        + threads * correlation_block_mb(wildcards.sae),
     log:
         log_path("correlate_shifted/{sae}/{a}__{b}"),
     benchmark:
         benchmark_path("correlate_shifted/{sae}/{a}__{b}")
-    conda:
-        "../../envs/analysis.yaml"
-    script:
-        "../scripts/correlate.py"
 
 
 # The untrained null: a source model's codes against those of the untrained model (w<width>-init)
 # of a target's width; the source is side a.
-rule correlate_untrained:
-    input:
-        a=f"{RESULTS}/features/{{a}}/{{sae}}.zarr",
-        b=f"{RESULTS}/features/{{b}}/{{sae}}.zarr",
+use rule correlate as correlate_untrained with:
     output:
         directory(f"{RESULTS}/controls/{{sae}}/untrained/{{a}}__{{b}}.zarr"),
     params:
@@ -96,63 +79,36 @@ rule correlate_untrained:
     wildcard_constraints:
         a=r"w[0-9]+(-s[0-9]+)?",
         b=r"w[0-9]+-init",
-    threads: config["correlation"]["workers"]
-    resources:
-        mem_mb=lambda wildcards, threads: 4000
-        + threads * correlation_block_mb(wildcards.sae),
     log:
         log_path("correlate_untrained/{sae}/{a}__{b}"),
     benchmark:
         benchmark_path("correlate_untrained/{sae}/{a}__{b}")
-    conda:
-        "../../envs/analysis.yaml"
-    script:
-        "../scripts/correlate.py"
 
 
 # The SAE-seed ceiling: two SAEs of one model that differ only in their seed.
-rule correlate_sae_seed:
+use rule correlate as correlate_sae_seed with:
     input:
         unpack(sae_seed_inputs),
     output:
         directory(f"{RESULTS}/controls/{{sae}}/sae_seed/{{model}}.zarr"),
     params:
         correlation=config["correlation"] | {"matrix_dtype": "none"},
-    threads: config["correlation"]["workers"]
-    resources:
-        mem_mb=lambda wildcards, threads: 4000
-        + threads * correlation_block_mb(wildcards.sae),
     log:
         log_path("correlate_sae_seed/{sae}/{model}"),
     benchmark:
         benchmark_path("correlate_sae_seed/{sae}/{model}")
-    conda:
-        "../../envs/analysis.yaml"
-    script:
-        "../scripts/correlate.py"
 
 
 # ... and its shifted-token null, when controls.shifted_null is on.
-rule correlate_sae_seed_shifted:
+use rule correlate_shifted as correlate_sae_seed_shifted with:
     input:
         unpack(sae_seed_inputs),
     output:
         directory(f"{RESULTS}/controls/{{sae}}/sae_seed_shifted/{{model}}.zarr"),
-    params:
-        correlation=config["correlation"] | {"matrix_dtype": "none"},
-        shift_fraction=config["controls"]["shift_fraction"],
-    threads: config["correlation"]["workers"]
-    resources:
-        mem_mb=lambda wildcards, threads: 4000
-        + threads * correlation_block_mb(wildcards.sae),
     log:
         log_path("correlate_sae_seed_shifted/{sae}/{model}"),
     benchmark:
         benchmark_path("correlate_sae_seed_shifted/{sae}/{model}")
-    conda:
-        "../../envs/analysis.yaml"
-    script:
-        "../scripts/correlate.py"
 
 
 rule feature_budget:
