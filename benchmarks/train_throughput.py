@@ -43,7 +43,7 @@ def build(kind: str, args: argparse.Namespace) -> tuple[Any, Callable[[Any, Any,
     import torch.nn.functional as F
 
     if kind == "featscale":
-        from featscale.model import GPT, GPTConfig
+        from featscale.models.gpt import GPT, GPTConfig
 
         model = GPT(GPTConfig(args.vocab, args.context, args.width, args.layers, args.head_size))
         return model, lambda m, x, y: m(x, y).loss

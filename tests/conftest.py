@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import functools
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from snakemake.utils import validate
+
+from featscale.config import DataSettings, Settings, resolve_extends
 
 REPO = Path(__file__).resolve().parents[1]
+SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
+# subprocesses (scripts, `python -c`) import this checkout's package too, as pytest itself does
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, (str(REPO / "workflow"), os.environ.get("PYTHONPATH"))))
 CONFIGS = {
     "paper": REPO / "config.yaml",
     "demo": REPO / "workflow" / "configs" / "demo.yaml",
@@ -37,6 +47,32 @@ def load_merged(name: str) -> dict:
     return config
 
 
+def settings_of(config: dict | str) -> Settings:
+    """The typed settings of a config (a shipped config's name, or a merged dict), as the Snakefile
+    builds them: SAE specs' `extends` resolved, the schema's defaults filled, validated."""
+    config = load_merged(config) if isinstance(config, str) else copy.deepcopy(config)
+    resolve_extends(config)
+    validate(config, str(SCHEMA))
+    return Settings.from_config(config)
+
+
+def tiny(section: str, **changes):
+    """One section of the tiny config's settings, with `changes` (a test's own values) applied."""
+    return dataclasses.replace(getattr(_tiny_settings(), section), **changes)
+
+
+def data_of(data: dict) -> DataSettings:
+    """The data settings of the tiny config with `data` (a partial `data` section) merged over it."""
+    config = load_merged("tiny")
+    _merge(config["data"], copy.deepcopy(data))
+    return settings_of(config).data
+
+
+@functools.cache
+def _tiny_settings() -> Settings:
+    return settings_of("tiny")
+
+
 def _merge(base: dict, update: dict) -> None:
     for key, value in update.items():
         if isinstance(value, dict) and isinstance(base.get(key), dict):
@@ -52,3 +88,11 @@ def tiny_store(tmp_path_factory) -> Path:
     store = workdir / "results" / "tiny" / "data" / "tokens.zarr"
     snakemake(str(store.relative_to(workdir)), "--cores", "2", "--configfile", str(CONFIGS["tiny"]), cwd=workdir)
     return store
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """The whole tiny config, run once by the workflow itself: its working directory."""
+    workdir = tmp_path_factory.mktemp("tiny-run")
+    snakemake("--cores", "2", "--configfile", str(CONFIGS["tiny"]), cwd=workdir)
+    return workdir

@@ -7,10 +7,13 @@ import pandas as pd
 import pytest
 import torch
 
-from featscale.budget import budget_variants, feature_budget, features_for_recovery, keep_grid
-from featscale.evaluation import evaluate_sae
-from featscale.model import GPT, GPTConfig
-from featscale.sae import SAEConfig, make_sae
+from conftest import tiny
+from featscale.analysis.tables import features_for_recovery
+from featscale.config import BudgetSettings
+from featscale.models.gpt import GPT, GPTConfig
+from featscale.saes.base import SAEConfig, make_sae
+from featscale.saes.budget import budget_variants, feature_budget, keep_grid
+from featscale.saes.evaluate import evaluate_sae
 
 LAYER, SITE = 1, "resid_pre"
 
@@ -28,15 +31,21 @@ def setup():
 
 def run(setup, variants, first_position=1):
     model, sae, windows = setup
-    return feature_budget(model, sae, windows, LAYER, SITE, first_position, variants, 5, torch.device("cpu"))
+    return feature_budget(model, sae, windows, variants, layer=LAYER, site=SITE, first_position=first_position,
+                          batch_size=5, device=torch.device("cpu"))
+
+
+def budget(percents, random_draws, keep_points) -> BudgetSettings:
+    return tiny("feature_budget", percents=tuple(percents), random_draws=random_draws, keep_points=keep_points)
 
 
 def test_p0_and_all_latents_equal_the_spliced_loss_of_evaluate_sae(setup):
     model, sae, windows = setup
     n = sae.config.n_latents
-    variants = budget_variants(np.random.default_rng(1).random(n), np.arange(n), [0, 10], 2, 4, seed=0)
+    variants = budget_variants(np.random.default_rng(1).random(n), np.arange(n), budget([0, 10], 2, 4), run_seed=0)
     table = run(setup, variants)
-    reference = evaluate_sae(model, sae, windows, LAYER, SITE, 5, torch.device("cpu"), first_position=1)
+    reference = evaluate_sae(model, sae, windows, layer=LAYER, site=SITE, first_position=1, batch_size=5,
+                             device=torch.device("cpu"))
     spliced = table.loc[table.kind == "spliced", "loss"].item()
     assert spliced == pytest.approx(reference["ce_sae"], rel=1e-6)
     assert table.loc[table.kind == "clean", "loss"].item() == pytest.approx(reference["ce_clean"], rel=1e-6)
@@ -52,13 +61,13 @@ def test_p0_and_all_latents_equal_the_spliced_loss_of_evaluate_sae(setup):
 def test_variants_rank_by_importance_and_frequency_and_random_draws_are_seeded():
     importance = np.array([0.1, 5.0, 3.0, 0.2, 4.0, 1.0, 0.3, 0.4, 0.5, 0.6])
     count = np.array([9, 0, 1, 8, 2, 7, 3, 4, 5, 6])
-    variants = budget_variants(importance, count, [20], 3, 4, seed=0)
+    variants = budget_variants(importance, count, budget([20], 3, 4), run_seed=0)
     by_kind = {(v.kind, v.draw): v for v in variants if v.kind in ("top", "random", "frequent")}
     assert set(np.flatnonzero(~by_kind["top", 0].keep)) == {1, 4}  # the two most important
     assert set(np.flatnonzero(~by_kind["frequent", 0].keep)) == {0, 3}  # the two most frequent
     draws = [frozenset(np.flatnonzero(~by_kind["random", d].keep)) for d in range(3)]
     assert all(len(d) == 2 for d in draws) and len(set(draws)) > 1
-    again = budget_variants(importance, count, [20], 3, 4, seed=0)
+    again = budget_variants(importance, count, budget([20], 3, 4), run_seed=0)
     assert all(np.array_equal(a.keep, b.keep) for a, b in zip(variants, again) if a.keep is not None)
     kept = [v for v in variants if v.kind == "keep"]
     assert [v.n_features for v in kept] == keep_grid(10, 4) and kept[-1].n_features == 10

@@ -13,34 +13,28 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from conftest import CONFIGS, load_merged, snakemake
-from featscale.config import (
+from conftest import CONFIGS, load_merged, settings_of, snakemake, tiny
+from featscale.analysis.correlation import correlate, open_correlations
+from featscale.analysis.statistics import pearson_r
+from featscale.analysis.tables import control_table, pair_r_table, pair_table, sae_seed_points, universality_points
+from featscale.features.encode import FeatureWriter
+from featscale.features.store import tokens_sha256
+from featscale.models.gpt import GPT, GPTConfig
+from featscale.names import (
     is_untrained,
     model_names,
     parse_model_name,
+    replicate_of,
     sae_seed_replicate_name,
-    sae_spec,
     untrained_null_correlations,
 )
-from featscale.correlation import correlate, open_correlations
-from featscale.features import FeatureWriter, tokens_sha256
-from featscale.model import GPT, GPTConfig
-from featscale.study import (
-    control_table,
-    pair_r_table,
-    pair_table,
-    replicate_of,
-    sae_seed_points,
-    universality_points,
-)
-from featscale.train import init_seed
-from featscale.universality import pearson_r
+from featscale.seeds import derive_seed
 
 
 def test_seed_replicates_follow_their_width_and_must_be_trained_widths():
-    config = {"models": {"widths": [256, 128]}, "controls": {"seed_replicates": [256]}}
-    assert model_names(config) == ["w128", "w256", "w256-s1"]
-    assert replicate_of("w256", model_names(config)) == "w256-s1" and replicate_of("w128", model_names(config)) is None
+    models = model_names([256, 128], seed_replicates=[256])
+    assert models == ["w128", "w256", "w256-s1"]
+    assert replicate_of("w256", models) == "w256-s1" and replicate_of("w128", models) is None
     # a replicate of a width that is not trained is refused: tests/test_config.py's BROKEN cases
 
 
@@ -67,7 +61,7 @@ def synthetic_points(rng: np.random.Generator) -> pd.DataFrame:
 
 def test_control_table_places_each_pair_between_null_and_ceiling():
     points = synthetic_points(np.random.default_rng(0))
-    table = control_table(points, percentile=99, bins=5).set_index(["source", "target"])
+    table = control_table(points, tiny("controls", null_percentile=99, frequency_bins=5)).set_index(["source", "target"])
     assert table.loc[("w8", "w8-s1"), "same_width_replicate"] and not table.loc[("w8", "w16"), "same_width_replicate"]
     assert table.loc[("w8", "w8-s1"), "position_null_to_ceiling"] == pytest.approx(1.0)
     assert table.loc[("w8", "w16"), "ceiling_mean"] == pytest.approx(table.loc[("w8", "w8-s1"), "real_mean"])
@@ -79,7 +73,7 @@ def test_control_table_places_each_pair_between_null_and_ceiling():
 
 def test_without_a_null_the_fraction_is_missing_not_invented():
     points = synthetic_points(np.random.default_rng(1)).assign(null_max_similarity=np.nan)
-    table = control_table(points, percentile=99, bins=5)
+    table = control_table(points, tiny("controls", null_percentile=99, frequency_bins=5))
     assert table["fraction_above_null"].isna().all() and table["null_mean"].isna().all()
 
 
@@ -107,8 +101,7 @@ def test_shipped_layers_over_the_demo_plan_their_extra_jobs(layer, expected, tmp
 
 
 def test_untrained_models_are_named_apart_and_each_needed_correlation_is_planned_once():
-    config = {"models": {"widths": [32, 16]}, "controls": {"seed_replicates": [16], "untrained_null": True}}
-    models = model_names(config)
+    models = model_names([32, 16], seed_replicates=[16])
     assert models == ["w16", "w16-s1", "w32"]  # the study's models: no untrained one among them
     assert parse_model_name("w32-init") == (32, 0) and is_untrained("w32-init") and not is_untrained("w32-s1")
     # every ordered pair (source, target) needs the source against the untrained model of the target's width
@@ -143,10 +136,10 @@ def control_stores(tmp_path_factory):
     untrained_features = {m: write_codes(root / f"{m}.zarr", sparse_codes(rng, n, width), m)
                           for m, width in (("w8-init", 40), ("w16-init", 50))}
     replicate = write_codes(root / "w8-seed1.zarr", seed1, "w8", "main-seed1")
-    settings = {"min_count": 3, "block_latents": 16, "token_chunk": 512, "matrix_dtype": "none", "workers": 1}
+    settings = tiny("correlation", min_count=3, block_latents=16, token_chunk=512, matrix_dtype="none", workers=1)
 
     def correlated(a: str, b: str, name: str) -> str:
-        correlate(a, b, root / name, **settings)
+        correlate(a, b, root / name, settings)
         return str(root / name)
 
     correlations = {("w8", "w16"): correlated(features["w8"], features["w16"], "w8__w16.zarr")}
@@ -170,11 +163,12 @@ def test_each_pair_reads_the_untrained_model_of_its_targets_width(control_stores
 def test_untrained_models_stay_out_of_the_study_and_stand_in_the_control_table(control_stores):
     features, correlations, untrained, _, masks = control_stores
     points = universality_points(features, correlations, masks, 3, untrained=untrained)
-    pairs = pair_table(points, talk_compatible=False, resamples=0, confidence=0.9, seed=0)
+    analysis = tiny("analysis", talk_compatible=False, bootstrap_resamples=0, bootstrap_fit_resamples=0, confidence=0.9)
+    pairs = pair_table(points, analysis, seed=0)
     table = pair_r_table(pairs, "all")
     assert set(pairs.source) | set(pairs.target) == {"w8", "w16"}
     assert list(table.value.index) == list(table.value.columns) == ["w8", "w16"]
-    control = control_table(points, percentile=99, bins=2).set_index(["source", "target"])
+    control = control_table(points, tiny("controls", null_percentile=99, frequency_bins=2)).set_index(["source", "target"])
     assert control.loc[("w8", "w16"), "untrained_model"] == "w16-init"
     assert control.loc[("w16", "w8"), "untrained_model"] == "w8-init"
     # half of w8's latents were planted in w16: those, and about 1% of the rest by chance, beat the null
@@ -200,7 +194,7 @@ def test_the_untrained_model_is_its_widths_initialisation_saved_unchanged(untrai
     config = json.loads((untrained_run / "w16-init" / "config.json").read_text())
     assert config["training"]["tokens"] == 0 and config["model_seed"] == 0
     assert json.loads((untrained_run / "w16-init" / "final.json").read_text())["steps"] == 0
-    torch.manual_seed(init_seed(config["run_seed"], 0))  # w16's own initialisation
+    torch.manual_seed(derive_seed(config["run_seed"], "model_init", 0))  # w16's own initialisation
     initial = GPT(GPTConfig.from_dict(config["model"])).state_dict()
     saved = load_file(str(untrained_run / "w16-init" / "model.safetensors"))
     trained = load_file(str(untrained_run / "w16" / "model.safetensors"))
@@ -218,20 +212,20 @@ def test_the_untrained_model_is_its_widths_initialisation_saved_unchanged(untrai
 def test_the_sae_seed_replicate_is_the_spec_with_another_seed_and_no_spec_of_its_own():
     config = load_merged("tiny")
     config["saes"]["main"]["seed"] = 3
+    settings = settings_of(config)
     replicate = sae_seed_replicate_name("main")
-    spec = sae_spec(config, replicate)
-    original = config["saes"]["main"]
-    assert spec["seed"] == 4 and {k for k in spec if spec[k] != original.get(k)} == {"seed"}
-    assert replicate not in config["saes"] and sae_spec(config, "main") == original
+    spec, original = settings.sae_spec(replicate).to_dict(), settings.saes["main"].to_dict()
+    assert spec["seed"] == 4 and {k for k in spec if spec[k] != original[k]} == {"seed"}
+    assert replicate not in settings.saes and settings.sae_spec("main").to_dict() == original
     with pytest.raises(KeyError, match="no SAE spec"):
-        sae_spec(config, "other-seed1")
+        settings.sae_spec("other-seed1")
 
 
 def test_the_sae_seed_ceiling_is_a_control_row_with_its_r(control_stores):
     features, _, _, sae_seed, masks = control_stores
     ceiling = sae_seed_points(features, sae_seed, masks, 3, "main-seed1")
     assert set(ceiling.target) == {"w8/main-seed1"}
-    control = control_table(ceiling.iloc[:0], percentile=99, bins=2, sae_seed=ceiling)
+    control = control_table(ceiling.iloc[:0], tiny("controls", null_percentile=99, frequency_bins=2), sae_seed=ceiling)
     row = control.set_index("kind").loc["sae_seed"]
     assert row["source"] == "w8" and row["n"] == 40
     assert row["pearson_r"] == pytest.approx(pearson_r(ceiling["relative_importance"], ceiling["max_similarity"]))
@@ -284,7 +278,7 @@ def test_a_dry_run_with_a_control_plans_exactly_its_extra_jobs(case, tiny_plan, 
 
 
 def test_the_report_states_the_untrained_null_and_the_sae_seed_ceiling_from_the_table():
-    from featscale.report import control_findings, with_intervals
+    from featscale.analysis.report import control_findings, with_intervals
 
     controls = pd.DataFrame([
         {"kind": "pair", "source": "w8", "target": "w16", "pearson_r": 0.41, "real_mean": 0.5, "null_mean": np.nan,
@@ -297,7 +291,7 @@ def test_the_report_states_the_untrained_null_and_the_sae_seed_ceiling_from_the_
          "null_mean": np.nan, "fraction_above_null": np.nan, "untrained_mean": np.nan,
          "fraction_above_untrained": np.nan, "ceiling_mean": np.nan, "position_null_to_ceiling": np.nan},
     ]).assign(same_width_replicate=False)
-    lines = control_findings(controls, {"controls": {"null_percentile": 99}})
+    lines = control_findings(controls, null_percentile=99)
     untrained = next(line for line in lines if line.startswith("Untrained-model null"))
     assert "0.210–0.230" in untrained and "0.400–0.500" in untrained and "50.0%–62.5%" in untrained
     ceiling = next(line for line in lines if line.startswith("SAE-seed ceiling"))

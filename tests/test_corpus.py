@@ -1,4 +1,4 @@
-"""Behaviour of the document sources in featscale.corpus."""
+"""Behaviour of the document sources in featscale.data.corpus."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from featscale import corpus
-from featscale.corpus import (
+from featscale.data import corpus as corpus
+from featscale.data.corpus import (
     CorpusError,
     clean_documents,
     embedded_documents,
@@ -26,7 +26,7 @@ from featscale.corpus import (
     synthetic_documents,
 )
 
-WORKFLOW_DIR = Path(corpus.__file__).resolve().parents[1]
+WORKFLOW_DIR = Path(corpus.__file__).resolve().parents[2]
 
 
 # --------------------------------------------------------------------------
@@ -46,7 +46,7 @@ def test_synthetic_is_deterministic_and_prefix_stable():
 def test_synthetic_is_identical_across_processes_and_hash_seeds():
     # String hashing is randomised per process; the output must not depend on it.
     code = (
-        "import hashlib, sys; from featscale.corpus import synthetic_documents; "
+        "import hashlib, sys; from featscale.data.corpus import synthetic_documents; "
         "docs = synthetic_documents(300, 3); "
         "sys.stdout.write(hashlib.sha256('\\x00'.join(docs).encode()).hexdigest())"
     )
@@ -386,9 +386,9 @@ def test_hub_local_directory_text(hf_cache):
     directory.mkdir()
     columns = {"text": ["alpha", "beta", "gamma"], "n": [1, 2, 3]}
     _write_parquet(directory / "train.parquet", columns)
-    docs = hub_documents(str(directory), None, None, "train", "text", None, streaming=False)
+    docs = hub_documents(str(directory), None, None, "train", text_field="text", token_field=None, streaming=False)
     assert list(docs) == ["alpha", "beta", "gamma"]
-    streamed = hub_documents(str(directory), None, None, "train", "text", None, streaming=True)
+    streamed = hub_documents(str(directory), None, None, "train", text_field="text", token_field=None, streaming=True)
     assert list(streamed) == ["alpha", "beta", "gamma"]
 
 
@@ -400,7 +400,7 @@ def test_hub_local_directory_token_ids(hf_cache, streaming):
         {"text": "ignored", "input_ids": [5, 6, 7]},
         {"text": "ignored", "input_ids": [8]},
     ])
-    docs = list(hub_documents(str(directory), None, None, "train", "text", "input_ids", streaming))
+    docs = list(hub_documents(str(directory), None, None, "train", text_field="text", token_field="input_ids", streaming=streaming))
     assert docs == [[5, 6, 7], [8]]
     assert all(type(t) is int for doc in docs for t in doc)
 
@@ -411,13 +411,13 @@ def test_hub_errors(hf_cache):
     _write_parquet(directory / "train.parquet", {"content": ["a"]})
 
     with pytest.raises(CorpusError, match=r"'text'.*\['content'\]"):
-        hub_documents(str(directory), None, None, "train", "text", None, streaming=False)
+        hub_documents(str(directory), None, None, "train", text_field="text", token_field=None, streaming=False)
     with pytest.raises(CorpusError, match="content"):
         # Streaming may only learn the columns from the first rows.
-        list(hub_documents(str(directory), None, None, "train", "text", None, streaming=True))
+        list(hub_documents(str(directory), None, None, "train", text_field="text", token_field=None, streaming=True))
     with pytest.raises(CorpusError, match="not token id"):
-        list(hub_documents(str(directory), None, None, "train", None, "content", streaming=False))
+        list(hub_documents(str(directory), None, None, "train", text_field=None, token_field="content", streaming=False))
     with pytest.raises(CorpusError, match="text_field"):
-        hub_documents(str(directory), None, None, "train", None, None, streaming=False)
+        hub_documents(str(directory), None, None, "train", text_field=None, token_field=None, streaming=False)
     with pytest.raises(CorpusError, match="refs/convert/parquet"):
-        hub_documents(str(hf_cache / "no_such_dir"), None, None, "train", "text", None, False)
+        hub_documents(str(hf_cache / "no_such_dir"), None, None, "train", text_field="text", token_field=None, streaming=False)

@@ -13,8 +13,17 @@ import torch
 import zarr
 from scipy import sparse
 
-from featscale.correlation import accumulate_cooccurrence, correlate, open_correlations
-from featscale.features import FeatureWriter, analysis_windows, counted_tokens, open_features, tokens_sha256
+from conftest import tiny
+from featscale.analysis.correlation import accumulate_cooccurrence, correlate, open_correlations
+from featscale.config import CorrelationSettings
+from featscale.features.encode import FeatureWriter
+from featscale.features.store import analysis_windows, counted_tokens, open_features, tokens_sha256
+
+
+def correlation_settings(**changes) -> CorrelationSettings:
+    """Correlation settings: the function's former defaults, with a test's own values."""
+    defaults = {"min_count": 10, "block_latents": 2048, "token_chunk": 1 << 18, "matrix_dtype": "float16", "workers": 1}
+    return tiny("correlation", **defaults | changes)
 
 
 def random_codes(n_tokens: int, n_latents: int, l0: float, seed: int, dead: int = 0, rare: int = 0) -> np.ndarray:
@@ -92,8 +101,7 @@ def test_store_reads_through_xarray(pair):
 @pytest.mark.parametrize("workers, block, chunk", [(1, 1000, 100000), (1, 70, 701), (2, 90, 1024)])
 def test_every_correlation_equals_numpy_corrcoef(pair, tmp_path, workers, block, chunk):
     root, a, b = pair
-    correlate(root / "a.zarr", root / "b.zarr", tmp_path / "r.zarr", min_count=3, block_latents=block,
-              token_chunk=chunk, matrix_dtype="float64", workers=workers)
+    correlate(root / "a.zarr", root / "b.zarr", tmp_path / "r.zarr", correlation_settings(min_count=3, block_latents=block, token_chunk=chunk, matrix_dtype="float64"), workers=workers)
     store = open_correlations(tmp_path / "r.zarr")
     ids_a, ids_b = store.side("a")["latent"], store.side("b")["latent"]
     count_a, count_b = (a > 0).sum(0), (b > 0).sum(0)
@@ -114,7 +122,7 @@ def test_every_correlation_equals_numpy_corrcoef(pair, tmp_path, workers, block,
 
 def test_dead_and_rare_latents_are_excluded_never_filled(pair, tmp_path):
     root, a, b = pair
-    correlate(root / "a.zarr", root / "b.zarr", tmp_path / "r.zarr", min_count=1, matrix_dtype="float32")
+    correlate(root / "a.zarr", root / "b.zarr", tmp_path / "r.zarr", correlation_settings(min_count=1, matrix_dtype="float32"))
     store = open_correlations(tmp_path / "r.zarr")
     ids_a = store.side("a")["latent"]
     assert not set(range(5)) & set(ids_a)  # dead: absent
@@ -127,9 +135,9 @@ def test_dead_and_rare_latents_are_excluded_never_filled(pair, tmp_path):
 
 def test_matrix_can_be_switched_off_and_float16_is_the_default(pair, tmp_path):
     root, *_ = pair
-    correlate(root / "a.zarr", root / "b.zarr", tmp_path / "none.zarr", matrix_dtype="none")
+    correlate(root / "a.zarr", root / "b.zarr", tmp_path / "none.zarr", correlation_settings(matrix_dtype="none"))
     assert "matrix" not in zarr.open_group(str(tmp_path / "none.zarr"), mode="r")
-    correlate(root / "a.zarr", root / "b.zarr", tmp_path / "half.zarr")
+    correlate(root / "a.zarr", root / "b.zarr", tmp_path / "half.zarr", correlation_settings())
     assert zarr.open_group(str(tmp_path / "half.zarr"), mode="r")["matrix"].dtype == np.float16
 
 
@@ -137,7 +145,7 @@ def test_stores_of_different_tokens_are_refused_and_nothing_is_written(pair, tmp
     root, a, _ = pair
     write_store(tmp_path / "other.zarr", a, "w32", token_ids=np.arange(len(a)) + 1)
     with pytest.raises(ValueError, match="different tokens"):
-        correlate(root / "a.zarr", tmp_path / "other.zarr", tmp_path / "r.zarr")
+        correlate(root / "a.zarr", tmp_path / "other.zarr", tmp_path / "r.zarr", correlation_settings())
     assert not (tmp_path / "r.zarr").exists() and not (tmp_path / "r.zarr.partial").exists()
 
 
@@ -172,8 +180,7 @@ def test_windows_are_shared_and_position_0_is_optional():
 @pytest.mark.parametrize("shift, chunk", [(1234, 100000), (2999, 700), (1500, 1024)])
 def test_shifted_null_pairs_each_token_with_a_later_one_and_keeps_firing_counts(pair, tmp_path, shift, chunk):
     root, a, b = pair
-    correlate(root / "a.zarr", root / "b.zarr", tmp_path / "null.zarr", min_count=3, token_chunk=chunk,
-              matrix_dtype="float64", shift=shift)
+    correlate(root / "a.zarr", root / "b.zarr", tmp_path / "null.zarr", correlation_settings(min_count=3, token_chunk=chunk, matrix_dtype="float64"), shift=shift)
     store = open_correlations(tmp_path / "null.zarr")
     ids_a, ids_b = store.side("a")["latent"], store.side("b")["latent"]
     shifted = np.roll(b, -shift, axis=0)  # row t of shifted is token t + shift of b
@@ -189,8 +196,7 @@ def test_latents_excluded_in_the_middle_of_a_block(pair, tmp_path):
     a, b = np.roll(a, 150, axis=1), np.roll(b, 130, axis=1)
     write_store(tmp_path / "a.zarr", a, "w8")
     write_store(tmp_path / "b.zarr", b, "w16")
-    correlate(tmp_path / "a.zarr", tmp_path / "b.zarr", tmp_path / "r.zarr", min_count=3, block_latents=64,
-              token_chunk=1000, matrix_dtype="float64")
+    correlate(tmp_path / "a.zarr", tmp_path / "b.zarr", tmp_path / "r.zarr", correlation_settings(min_count=3, block_latents=64, token_chunk=1000, matrix_dtype="float64"))
     store = open_correlations(tmp_path / "r.zarr")
     ids_a, ids_b = store.side("a")["latent"], store.side("b")["latent"]
     assert 150 not in ids_a and 130 not in ids_b and 149 in ids_a and 159 in ids_a
@@ -209,9 +215,10 @@ def test_worker_processes_do_not_run_the_calling_script_again(pair, tmp_path):
         "import sys\n"
         "if __name__ != '__main__':\n"
         "    raise SystemExit('the calling script ran again in a worker')\n"
-        "from featscale.correlation import correlate\n"
-        f"correlate({str(root / 'a.zarr')!r}, {str(root / 'b.zarr')!r}, {str(tmp_path / 'r.zarr')!r},\n"
-        "          min_count=3, block_latents=50, matrix_dtype='float64', workers=2)\n"
+        "from featscale.analysis.correlation import correlate\n"
+        "from featscale.config import CorrelationSettings\n"
+        f"settings = CorrelationSettings.from_dict({correlation_settings(min_count=3, block_latents=50, matrix_dtype='float64').to_dict()!r})\n"
+        f"correlate({str(root / 'a.zarr')!r}, {str(root / 'b.zarr')!r}, {str(tmp_path / 'r.zarr')!r}, settings, workers=2)\n"
     )
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "workflow")}
     done = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=300)

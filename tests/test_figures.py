@@ -1,4 +1,4 @@
-"""The study's figures (featscale.figures): what each draws, where, and what it refuses."""
+"""The study's figures (featscale.analysis.figures): what each draws, where, and what it refuses."""
 
 from __future__ import annotations
 
@@ -10,13 +10,10 @@ from matplotlib.collections import PolyCollection
 from matplotlib.figure import Figure
 from PIL import Image
 
-from featscale import figures
-from featscale.universality import (
-    fit_scaling_law,
-    fit_talk_curve,
-    non_embedding_params,
-    talk_curve,
-)
+from featscale.analysis import figures as figures
+from featscale.analysis.fits import fit_talk_curve, talk_curve
+from featscale.analysis.scaling import fit_scaling_law
+from featscale.config import non_embedding_params
 
 # given out of order on purpose: the grid must sort by (width, seed), not by string
 MODELS = ("w256-s1", "w96", "w256", "w128")

@@ -12,9 +12,9 @@ import sys
 import pytest
 
 from conftest import CONFIGS, snakemake
-from featscale import gpus
-from featscale.gpus import claim_gpu, gpu_slots, visible_gpus
-from featscale.runtime import pick_device
+from featscale.execution import gpus as gpus
+from featscale.execution.devices import pick_device
+from featscale.execution.gpus import claim_gpu, gpu_slots, visible_gpus
 
 
 @pytest.mark.parametrize("value, expected", [
@@ -36,7 +36,7 @@ def test_there_is_one_gpu_slot_per_visible_gpu_and_at_least_one():
 
 HOLDER = """
 import os, sys
-from featscale.gpus import claim_gpu
+from featscale.execution.gpus import claim_gpu
 claim = claim_gpu(poll_seconds=0.05)
 print(claim.gpu, os.environ["CUDA_VISIBLE_DEVICES"], flush=True)
 sys.stdin.read()  # hold the GPU until the test closes stdin

@@ -1,4 +1,4 @@
-"""The GPT of featscale.model and its export to Hugging Face's GPT-2."""
+"""The GPT of featscale.models.gpt and its export to Hugging Face's GPT-2."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from featscale.model import GPT, SITES, GPTConfig
+from featscale.models.gpt import GPT, SITES, GPTConfig
 
 SMALL = GPTConfig(vocab_size=300, context=32, width=64, n_layers=2, head_size=16)
 
@@ -200,7 +200,7 @@ def test_overfits_a_fixed_batch():
 @pytest.mark.parametrize("attn_implementation", ["sdpa", "eager"])
 def test_hf_export_gives_the_same_logits(idx, tmp_path, attn_implementation):
     transformers = pytest.importorskip("transformers")
-    from featscale.hf_export import export_hf
+    from featscale.models.export import export_hf
 
     torch.manual_seed(0)
     model = GPT(SMALL).eval()

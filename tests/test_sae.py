@@ -1,4 +1,4 @@
-"""The sparse autoencoders of featscale.sae: training, TopK/AuxK, Gated, scaling, save/load, SAELens."""
+"""The sparse autoencoders of featscale.saes: training, TopK/AuxK, Gated, scaling, save/load, SAELens."""
 
 from __future__ import annotations
 
@@ -11,17 +11,17 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from featscale.sae import (
+from featscale.saes.base import (
     DeadLatentTracker,
-    GatedSAE,
-    ReluSAE,
     SAEConfig,
     SparseAutoencoder,
-    TopKSAE,
     fraction_of_variance_unexplained,
     geometric_median,
     make_sae,
 )
+from featscale.saes.gated import GatedSAE
+from featscale.saes.relu import ReluSAE
+from featscale.saes.topk import TopKSAE
 
 D_IN, N_LATENTS, K = 16, 64, 3
 EXTRA = {"gated": {"l1_coefficient": 0.05}, "relu": {"l1_coefficient": 0.05}, "topk": {"k": K}}

@@ -13,11 +13,12 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from featscale.evaluation import evaluate_sae
-from featscale.model import GPT, GPTConfig
-from featscale.sae import SparseAutoencoder
-from featscale.sae_train import ActivationBuffer, schedule
-from featscale.sampler import heldout_windows
+from featscale.config import SAESpec
+from featscale.data.sampler import heldout_windows
+from featscale.models.gpt import GPT, GPTConfig
+from featscale.saes.base import SparseAutoencoder
+from featscale.saes.evaluate import evaluate_sae
+from featscale.saes.train import ActivationBuffer, schedule
 
 SPEC = {
     "architecture": "gated", "n_latents": 64, "site": "resid_pre", "layer": 1, "l1_coefficient": 0.5, "k": None,
@@ -33,11 +34,14 @@ RUNNER = """
 import json, sys, logging, torch
 logging.basicConfig(level=logging.INFO)
 torch.set_num_threads(1)
-from featscale.sae_train import train_sae
-from featscale.train import load_model
+from featscale.config import SAESpec
+from featscale.saes.train import train_sae
 a = json.loads(sys.argv[1])
-train_sae(load_model(a["weights"], a["config"]), a["weights"], a["spec"], {"model": "w32", "layer": 1, "site": "resid_pre"},
-          0, a["store"], a["out"], a["metrics"], a["checkpoints"], "cpu")
+out = a["out"] + "/"
+train_sae({"tokens": a["store"], "model_weights": a["weights"], "model_config": a["config"]},
+          {"weights": out + "sae_weights.safetensors", "config": out + "cfg.json", "metrics": a["metrics"]},
+          spec=SAESpec.from_dict(a["spec"]), model="w32", run_seed=0, checkpoints=a["checkpoints"],
+          device="cpu")
 """
 
 
@@ -73,27 +77,27 @@ def uninterrupted(model_files, tiny_store, tmp_path_factory) -> Path:
 
 
 def test_schedules_follow_their_definitions():
-    lrs = [schedule(step, 100, SPEC) for step in range(100)]
+    lrs = [schedule(step, 100, SAESpec.from_dict(SPEC)) for step in range(100)]
     assert lrs[0] == (3e-3, pytest.approx(1 / 5)) and lrs[4][1] == 1.0  # penalty warm-up over 5%
     assert all(lr == 3e-3 for lr, _ in lrs[:80]) and lrs[90][0] == pytest.approx(3e-3 * 0.5)
-    cosine = [schedule(step, 100, SPEC | {"schedule": "cosine"})[0] for step in range(100)]
+    cosine = [schedule(step, 100, SAESpec.from_dict(SPEC | {"schedule": "cosine"}))[0] for step in range(100)]
     assert cosine[0] < cosine[4] and max(cosine) == pytest.approx(3e-3) and cosine[-1] < 1e-4
 
 
 def test_the_buffer_is_the_same_every_time_and_skips_position_0(model_files, tiny_store):
     import zarr
 
-    from featscale.train import load_model
+    from featscale.models.gpt import load_model
 
     model = load_model(*model_files)
     tokens = zarr.open_group(str(tiny_store), mode="r")["train"]
-    buffer = ActivationBuffer(model, tokens, SPEC, 0, torch.device("cpu"))
+    buffer = ActivationBuffer(model, tokens, SAESpec.from_dict(SPEC), 0, torch.device("cpu"))
     first = buffer.fill(3)
     assert first.shape == (48 * 31, 32)
-    assert torch.equal(first, ActivationBuffer(model, tokens, SPEC, 0, torch.device("cpu")).fill(3))
+    assert torch.equal(first, ActivationBuffer(model, tokens, SAESpec.from_dict(SPEC), 0, torch.device("cpu")).fill(3))
     assert not torch.equal(first, buffer.fill(4))
     # position 0 (its activation is the same for a given first token) is left out
-    with_0 = ActivationBuffer(model, tokens, SPEC | {"train_on_position_0": True}, 0, torch.device("cpu"))
+    with_0 = ActivationBuffer(model, tokens, SAESpec.from_dict(SPEC | {"train_on_position_0": True}), 0, torch.device("cpu"))
     assert with_0.tokens_per_buffer == 48 * 32
 
 
@@ -166,26 +170,26 @@ class _Perfect(_Oracle):
 def test_the_ce_loss_score_is_1_for_a_perfect_sae_and_0_for_zero_ablation(model_files, tiny_store):
     import zarr
 
-    from featscale.train import load_model
+    from featscale.models.gpt import load_model
 
     model = load_model(*model_files)
     windows = heldout_windows(zarr.open_group(str(tiny_store), mode="r")["val"], 33 * 8, 32)
     for site in ("resid_pre", "mlp_out", "resid_post"):
-        perfect = evaluate_sae(model, _Perfect(32, zero=False), windows, 1, site, 4, torch.device("cpu"))
+        perfect = evaluate_sae(model, _Perfect(32, zero=False), windows, layer=1, site=site, first_position=1, batch_size=4, device=torch.device("cpu"))
         assert perfect["ce_loss_score"] == pytest.approx(1.0, abs=1e-6) and perfect["kl_sae"] == pytest.approx(0, abs=1e-6)
         assert perfect["fvu"] == pytest.approx(0.0, abs=1e-9)
-        zero = evaluate_sae(model, _Oracle(32, zero=True), windows, 1, site, 4, torch.device("cpu"))
+        zero = evaluate_sae(model, _Oracle(32, zero=True), windows, layer=1, site=site, first_position=1, batch_size=4, device=torch.device("cpu"))
         assert zero["ce_loss_score"] == pytest.approx(0.0, abs=1e-6) and zero["kl_score"] == pytest.approx(0.0, abs=1e-6)
         assert zero["ce_clean"] == perfect["ce_clean"] and zero["tokens"] == 8 * 31
 
 
 def test_an_sae_whose_width_does_not_match_its_model_is_refused(model_files, tiny_store, uninterrupted):
-    from featscale.train import load_model
+    from featscale.models.gpt import load_model
 
     model = load_model(*model_files)
     sae = SparseAutoencoder.load(uninterrupted / "sae")
     wide = GPT(GPTConfig(**ARCH | {"width": 64}))
     windows = np.zeros((2, 33), dtype=np.int64)
     with pytest.raises(ValueError, match="d_in"):
-        evaluate_sae(wide, sae, windows, 1, "resid_pre", 2, torch.device("cpu"))
-    evaluate_sae(model, sae, windows, 1, "resid_pre", 2, torch.device("cpu"))
+        evaluate_sae(wide, sae, windows, layer=1, site="resid_pre", first_position=1, batch_size=2, device=torch.device("cpu"))
+    evaluate_sae(model, sae, windows, layer=1, site="resid_pre", first_position=1, batch_size=2, device=torch.device("cpu"))

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import zarr
 
-from featscale.sampler import BatchSampler
+from featscale.data.sampler import BatchSampler
 
 
 @pytest.fixture()

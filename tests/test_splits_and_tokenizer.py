@@ -6,9 +6,11 @@ import json
 
 import pytest
 
-from featscale.corpus import synthetic_documents
-from featscale.splits import document_split, split_documents
-from featscale.tokenizer import EOT, build_tokenizer, eot_id, train_bpe
+from conftest import data_of, tiny
+from featscale.data.build import build_tokenizer
+from featscale.data.corpus import synthetic_documents
+from featscale.data.splits import document_split, split_documents
+from featscale.data.tokenizer import EOT, eot_id, train_bpe
 
 FRACTIONS = {"train": 0.8, "val": 0.1, "analysis": 0.1}
 
@@ -25,7 +27,7 @@ def test_split_of_a_document_is_deterministic_and_follows_the_fractions():
 
 
 def test_split_does_not_depend_on_corpus_order():
-    data = {"source": "synthetic", "synthetic": {"documents": 200}, "split_fractions": FRACTIONS}
+    data = data_of({"source": "synthetic", "synthetic": {"documents": 200}, "split_fractions": FRACTIONS}).corpus()
     forward = dict((doc, split) for split, doc in split_documents(data, 0))
     for doc, split in forward.items():
         assert document_split(doc, 0, FRACTIONS) == split
@@ -42,12 +44,12 @@ def test_bpe_is_lossless_has_end_of_text_and_the_asked_size():
 
 
 def test_tokenizer_sees_only_the_train_split(tmp_path):
-    data = {"source": "synthetic", "synthetic": {"documents": 400}, "split_fractions": FRACTIONS}
-    config = {"kind": "bpe", "vocab_size": 500, "train_documents": 10_000}
-    build_tokenizer(data, config, seed=0, out=tmp_path / "a.json")
+    data = data_of({"source": "synthetic", "synthetic": {"documents": 400}, "split_fractions": FRACTIONS}).corpus()
+    config = tiny("tokenizer", kind="bpe", vocab_size=500, train_documents=10_000)
+    build_tokenizer(data, config, run_seed=0, out=tmp_path / "a.json")
     train_only = [doc for split, doc in split_documents(data, 0) if split == "train"]
     reference = train_bpe(train_only, 500)
     assert json.loads((tmp_path / "a.json").read_text())["model"] == json.loads(reference.to_str())["model"]
     # and it is the same tokenizer every time
-    build_tokenizer(data, config, seed=0, out=tmp_path / "b.json")
+    build_tokenizer(data, config, run_seed=0, out=tmp_path / "b.json")
     assert (tmp_path / "a.json").read_bytes() == (tmp_path / "b.json").read_bytes()

@@ -14,9 +14,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from featscale.checkpoint import Checkpoints
-from featscale.model import GPTConfig
-from featscale.train import learning_rate, train_model
+from featscale.config import TrainingSettings
+from featscale.execution.checkpoints import Checkpoints
+from featscale.models.gpt import GPTConfig
+from featscale.models.train import learning_rate, train_model
 
 TRAINING = {
     "tokens": 512 * 30, "batch_tokens": 512, "micro_batch": 8, "lr": 3e-3, "min_lr_ratio": 0.1,
@@ -29,10 +30,12 @@ RUNNER = """
 import json, sys, logging, torch
 logging.basicConfig(level=logging.INFO)
 torch.set_num_threads(1)
-from featscale.model import GPTConfig
-from featscale.train import train_model
+from featscale.config import TrainingSettings
+from featscale.models.gpt import GPTConfig
+from featscale.models.train import train_model
 args = json.loads(sys.argv[1])
-train_model(GPTConfig(**args["arch"]), args["training"], 0, 0, args["store"], 660, args["outputs"], args["checkpoints"])
+train_model(GPTConfig(**args["arch"]), TrainingSettings.from_dict(args["training"]), args["store"], args["outputs"],
+            run_seed=0, model_seed=0, evaluation_tokens=660, checkpoint_root=args["checkpoints"])
 """
 
 
@@ -78,7 +81,7 @@ def assert_same_result(folder: Path, reference: Path) -> None:
 
 
 def test_learning_rate_warms_up_then_decays_to_the_floor():
-    lrs = [learning_rate(step, 100, TRAINING) for step in range(100)]
+    lrs = [learning_rate(step, 100, TrainingSettings.from_dict(TRAINING)) for step in range(100)]
     assert lrs[0] == pytest.approx(3e-3 / 10) and lrs[9] == pytest.approx(3e-3)
     assert all(a >= b for a, b in zip(lrs[9:], lrs[10:]))
     assert lrs[-1] == pytest.approx(3e-4)
@@ -159,7 +162,7 @@ def test_an_edited_config_starts_afresh_instead_of_resuming(tiny_store, tmp_path
 
 
 def test_a_nan_loss_stops_training_with_a_clear_message_and_keeps_the_checkpoint(tiny_store, tmp_path, monkeypatch):
-    from featscale import model as model_module
+    from featscale.models import gpt as model_module
 
     real_forward = model_module.GPT.forward
     calls = {"n": 0}
@@ -174,6 +177,7 @@ def test_a_nan_loss_stops_training_with_a_clear_message_and_keeps_the_checkpoint
 
     monkeypatch.setattr(model_module.GPT, "forward", poisoned)
     with pytest.raises(FloatingPointError, match=r"training loss is nan at step 7.*last good checkpoint"):
-        train_model(GPTConfig(**ARCH), TRAINING, 0, 0, tiny_store, 660, outputs(tmp_path), tmp_path / "checkpoints")
+        train_model(GPTConfig(**ARCH), TrainingSettings.from_dict(TRAINING), tiny_store, outputs(tmp_path), run_seed=0,
+                    model_seed=0, evaluation_tokens=660, checkpoint_root=tmp_path / "checkpoints")
     assert _checkpoint_of(tiny_store, tmp_path).load()["step"] == 5
     assert not (tmp_path / "final.json").exists()

@@ -1,4 +1,4 @@
-"""The fits, statistics and tables of featscale.universality, checked on planted answers."""
+"""The fits, statistics and tables of featscale.analysis (fits, statistics, universality, scaling), checked on planted answers."""
 
 from __future__ import annotations
 
@@ -10,24 +10,19 @@ import pandas as pd
 import pytest
 from scipy import optimize, stats
 
-from featscale.universality import (
+from featscale.analysis.fits import (
     AUTHORS_STARTS,
-    RValue,
     authors_curve,
-    bootstrap_intervals,
     bootstrap_talk_compatible,
     bootstrap_talk_curve,
-    collapsed_latents,
-    fit_scaling_law,
     fit_talk_compatible,
     fit_talk_curve,
-    non_embedding_params,
-    pair_statistics,
-    pearson_r,
-    r_table,
-    relative_importance,
     talk_curve,
 )
+from featscale.analysis.scaling import fit_scaling_law
+from featscale.analysis.statistics import bootstrap_intervals, pair_statistics, pearson_r
+from featscale.analysis.universality import RValue, collapsed_latents, r_table, relative_importance
+from featscale.config import non_embedding_params
 
 # the talk's setup: 8 layers, four widths, train losses read from the authors' run logs
 TALK_WIDTHS = (128, 256, 512, 768)
@@ -368,7 +363,7 @@ def test_without_replicates_the_markdown_has_the_talks_shape_and_no_footnote():
 
 def test_non_embedding_params_counts_as_the_model_does():
     assert non_embedding_params(8, 768) == 56_623_104
-    model = pytest.importorskip("featscale.model")
+    model = pytest.importorskip("featscale.models.gpt")
     config = model.GPTConfig(
         vocab_size=300, context=32, width=256, n_layers=8, head_size=64
     )

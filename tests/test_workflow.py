@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import yaml
@@ -9,7 +11,7 @@ import zarr
 
 from conftest import CONFIGS, snakemake
 from featscale.config import SPLITS
-from featscale.token_store import FORMAT, open_split
+from featscale.data.token_store import FORMAT, open_split
 
 
 def test_lint_has_no_findings(tmp_path):
@@ -92,15 +94,15 @@ def test_demo_builds_its_store_from_the_embedded_corpus(tmp_path):
 
 
 @pytest.mark.slow
-def test_tiny_config_trains_every_width_and_exports_it_for_transformers(tmp_path):
+def test_tiny_config_trains_every_width_and_exports_it_for_transformers(tiny_run):
     import json
 
     import torch
     from transformers import GPT2LMHeadModel
 
-    from featscale.train import load_model
+    from featscale.models.gpt import load_model
 
-    snakemake("--cores", "2", "--configfile", str(CONFIGS["tiny"]), cwd=tmp_path)
+    tmp_path = tiny_run
     models = tmp_path / "results" / "tiny" / "models"
     losses = {}
     for name, width in (("w16", 16), ("w32", 32)):
@@ -127,8 +129,8 @@ def check_tiny_study(results):
     """The tiny run's feature stores, correlation, budgets and report, against first principles."""
     import pandas as pd
 
-    from featscale.correlation import open_correlations
-    from featscale.features import open_features
+    from featscale.analysis.correlation import open_correlations
+    from featscale.features.store import open_features
 
     stores = {name: open_features(results / "features" / name / "main.zarr") for name in ("w16", "w32")}
     assert stores["w16"].attrs["tokens_sha256"] == stores["w32"].attrs["tokens_sha256"]
@@ -153,3 +155,27 @@ def check_tiny_study(results):
     assert "Deviations from the authors' setup" in report and f"{r:.4f}" in report
     for figure in ("universality_grid.png", "feature_budget.png", "scaling_law.png", "pairs/w32__w16.png"):
         assert (results / "figures" / "main" / figure).stat().st_size > 1000
+
+
+def documented_attrs(module) -> set[str]:
+    """The attribute names a store module's docstring lists after `attrs` (explanations in parentheses dropped)."""
+    text = module.__doc__.split("attrs", 1)[1].split("\n\n", 1)[0]
+    while "(" in text:  # innermost parentheses first
+        text = re.sub(r"\([^()]*\)", "", text)
+    return {word for word in re.split(r"[\s,]+", text) if word}
+
+
+@pytest.mark.slow
+def test_every_store_writes_exactly_the_attributes_its_format_documents(tiny_run):
+    from featscale.analysis import correlation
+    from featscale.data import token_store
+    from featscale.features import store
+
+    results = tiny_run / "results" / "tiny"
+    written = {
+        token_store: zarr.open_group(str(results / "data" / "tokens.zarr"), mode="r").attrs,
+        store: zarr.open_group(str(results / "features" / "w16" / "main.zarr"), mode="r").attrs,
+        correlation: zarr.open_group(str(results / "correlations" / "main" / "w16__w32.zarr"), mode="r").attrs,
+    }
+    for module, attrs in written.items():
+        assert documented_attrs(module) == set(attrs), module.__name__

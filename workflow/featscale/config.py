@@ -1,106 +1,341 @@
-"""The checks a JSON Schema cannot express, and the names the config gives to things.
+"""The run's settings as typed, frozen dataclasses, and the checks a JSON Schema cannot express.
 
-The schema (workflow/schemas/config.schema.yaml) is the one home of keys, types and
-defaults; this module only relates keys to each other. Every problem is reported as one
-line naming the key, the value and the fix, and all of them are reported at once.
+The schema (workflow/schemas/config.schema.yaml) is the one home of keys, types, defaults and
+their descriptions; each section's dataclass takes its fields from it (`section`), and the
+settings are built once from the validated config (`Settings.from_config`). A rule passes the
+section it needs as plain data (`section.to_dict()`: Snakemake compares params by value to
+decide reruns) and the rule's script rebuilds it (`Section.from_dict`), so a package function's
+signature says what it depends on.
+
+Every cross-key problem is reported as one line naming the key, the value and the fix, and all
+of them are reported at once, before any job runs.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import glob
-import re
-from collections.abc import Iterable, Mapping
+import operator
+import types
+import typing
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
+from featscale import names
+
 SPLITS = ("train", "val", "analysis")
 GPT2_VOCAB_SIZE = 50257
-MODEL_NAME = re.compile(r"^w(?P<width>[0-9]+)(?:-s(?P<seed>[0-9]+))?(?P<untrained>-init)?$")
-UNTRAINED = "-init"  # w256-init: w256's architecture and initialisation, never trained (a control)
-SAE_SEED_REPLICATE = "-seed1"  # main-seed1: spec main with seed + 1 (a control)
+SCHEMA_PATH = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
+
+S = TypeVar("S", bound="Section")
 
 
 class ConfigError(ValueError):
     """A config that the workflow refuses before any job runs."""
 
 
-def model_name(width: int, seed: int = 0) -> str:
-    """`w256` for the first seed, `w256-s1` for a replicate."""
-    return f"w{width}" if seed == 0 else f"w{width}-s{seed}"
+class Section:
+    """A frozen dataclass of one config section: built from and turned back into plain data."""
+
+    @classmethod
+    def from_dict(cls: type[S], values: Mapping[str, Any]) -> S:
+        """The section from its config mapping; nested sections are built too, lists become tuples.
+
+        Every field must be present (the schema fills defaults) and no other key: a renamed key
+        fails here, at the start of a job, not deep inside it.
+        """
+        hints = typing.get_type_hints(cls)
+        fields = {field.name for field in dataclasses.fields(cls)}
+        unknown, missing = sorted(set(values) - fields), sorted(fields - set(values))
+        if unknown or missing:
+            raise ConfigError(
+                f"{cls.__name__} got unknown keys {unknown} and lacks {missing}: the schema and "
+                "featscale.config disagree, or the params were not made with to_dict()"
+            )
+        return cls(**{name: _build(hints[name], values[name]) for name in fields})
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
 
 
-def parse_model_name(name: str) -> tuple[int, int]:
-    """(width, seed) of a model name made by `model_name` (or `untrained_model_name`)."""
-    match = MODEL_NAME.match(name)
-    if match is None:
-        raise ValueError(f"{name!r} is not a model name (expected w<width>, w<width>-s<seed> or w<width>-init)")
-    return int(match["width"]), int(match["seed"] or 0)
+class Record:
+    """A dataclass saved as plain data beside what it describes (a model's or an SAE's config):
+    read back with its unknown keys refused, since a typo would otherwise be ignored."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Any:
+        known = {field.name for field in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} keys {unknown}: the known keys are {sorted(known)}")
+        return cls(**data)
 
 
-def untrained_model_name(width: int) -> str:
-    """`w256-init`: the untrained null model of width 256 (w256's initialisation, zero steps)."""
-    return f"w{width}{UNTRAINED}"
+def _build(hint: Any, value: Any) -> Any:
+    """`value` as the type `hint` names: a Section, a mapping of Sections, a tuple, or as it is."""
+    for option in typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,):
+        if isinstance(option, type) and issubclass(option, Section) and isinstance(value, Mapping):
+            return option.from_dict(value)
+        origin = typing.get_origin(option)
+        if origin is dict and isinstance(value, Mapping):
+            inner = typing.get_args(option)[1]
+            return {key: _build(inner, item) for key, item in value.items()}
+        if (option is tuple or origin is tuple) and isinstance(value, (list, tuple)):
+            return tuple(value)
+    return value
 
 
-def is_untrained(name: str) -> bool:
-    """Whether a model name names an untrained null model (`w256-init`), not a model of the study."""
-    parse_model_name(name)  # refuses what is no model name
-    return name.endswith(UNTRAINED)
+@functools.cache
+def schema() -> dict[str, Any]:
+    """The config's JSON Schema (workflow/schemas/config.schema.yaml), the one home of its keys."""
+    return yaml.safe_load(SCHEMA_PATH.read_text())
 
 
-def model_names(config: Mapping[str, Any]) -> list[str]:
-    """The trained models of a run, narrowest first; a seed replicate follows its width's first seed."""
-    replicated = set(config.get("controls", {}).get("seed_replicates", []))
-    return [
-        model_name(width, seed)
-        for width in sorted(config["models"]["widths"])
-        for seed in ((0, 1) if width in replicated else (0,))
-    ]
+_JSON_TYPES = {"integer": int, "number": float, "boolean": bool, "string": str, "array": tuple, "null": type(None),
+               "object": dict}
 
 
-def untrained_model_names(config: Mapping[str, Any]) -> list[str]:
-    """The untrained null models of a run (one per width), when controls.untrained_null is on."""
-    if not config.get("controls", {}).get("untrained_null", False):
-        return []
-    return [untrained_model_name(width) for width in sorted(config["models"]["widths"])]
+def section(key: str, doc: str, *, skip: Iterable[str] = (), **nested: Any) -> type[Section]:
+    """A frozen dataclass with one field per key of the schema's section `key` (dotted; `saes.*` is
+    an SAE spec), in the schema's order: the schema says what the keys are, once.
+
+    Each field is typed from its JSON type (an object key by `nested`, a list as a tuple); keys in
+    `skip` are not fields (an SAE spec's `extends`, resolved before the settings are built).
+    """
+    node = schema()
+    for part in key.split(".") if key else ():
+        node = node["additionalProperties"] if part == "*" else node["properties"][part]
+    fields = []
+    for name, sub in node["properties"].items():
+        if name in skip:
+            continue
+        kinds = sub.get("type", "string")  # an enum of strings has no type
+        kinds = kinds if isinstance(kinds, list) else [kinds]
+        python = nested.get(name) or functools.reduce(operator.or_, (_JSON_TYPES[kind] for kind in kinds))
+        fields.append((name, python))
+    name = "".join(part.capitalize() for part in (key or "settings").replace("*", "spec").split(".")) + "Fields"
+    return dataclasses.make_dataclass(name, fields, bases=(Section,), frozen=True,
+                                      namespace={"__doc__": doc, "__module__": __name__})
 
 
-def untrained_null_correlations(models: Iterable[str]) -> list[tuple[str, str]]:
-    """(source, untrained model) correlations that give every ordered pair (source, target) of
-    `models` its untrained null: the source against the untrained model of the target's width.
-    Each once (w128 against w256 and w256-s1 needs w256-init once), in model order."""
-    models = list(models)
-    needed = {
-        (source, untrained_model_name(parse_model_name(target)[0]))
-        for source in models for target in models if target != source
-    }
-    return sorted(needed, key=lambda pair: (models.index(pair[0]), parse_model_name(pair[1])))
+class BySplit:
+    """A number per split of the token store, also read as `numbers[split]`."""
+
+    def __getitem__(self, split: str) -> Any:
+        return getattr(self, split)
 
 
-def sae_seed_replicate_name(sae: str) -> str:
-    """`main-seed1`: the SAE-seed replicate of spec `main` (same spec, seed + 1)."""
-    return f"{sae}{SAE_SEED_REPLICATE}"
+class SplitFractions(BySplit, section("data.split_fractions", "The share of documents each split gets.")):
+    pass
 
 
-def sae_spec(config: Mapping[str, Any], name: str) -> dict[str, Any]:
-    """The SAE spec an `{sae}` wildcard names: a spec of config["saes"], or the SAE-seed replicate
-    of one (`main-seed1`: main's spec with seed + 1), which is derived here and never added to
-    config["saes"], so the study's analysis does not run for it."""
-    saes = config["saes"]
-    if name in saes:
-        return dict(saes[name])
-    base = name.removesuffix(SAE_SEED_REPLICATE)
-    if base != name and base in saes:
-        spec = dict(saes[base])
-        return spec | {"seed": spec.get("seed", 0) + 1}
-    raise KeyError(f"{name!r} is no SAE spec of config key `saes` ({', '.join(saes)}) nor an SAE-seed replicate of one")
+class TokenCaps(BySplit, section("data.max_tokens", "The most tokens each split keeps (None: all).")):
+    pass
 
 
-def sae_seed_replicate_models(config: Mapping[str, Any]) -> list[str]:
-    """The models (first seed of each width in controls.sae_seed_replicates) that get a second SAE seed."""
-    return [model_name(width) for width in sorted(config.get("controls", {}).get("sae_seed_replicates", []))]
+SyntheticSource = section("data.synthetic", "The synthetic stories (data.source: synthetic).")
+EmbeddedSource = section("data.embedded", "The embedded public-domain corpus (data.source: embedded).")
+FileSource = section("data.files", "Local corpus files (data.source: files).")
+HubSource = section("data.hub", "A Hugging Face hub dataset (data.source: hub).")
+SOURCES = ("synthetic", "embedded", "files", "hub")
+
+
+class DataSettings(section("data", "Where the documents come from, how they are split, how the store is chunked.",
+                           synthetic=SyntheticSource, embedded=EmbeddedSource, files=FileSource, hub=HubSource,
+                           split_fractions=SplitFractions, max_tokens=TokenCaps)):
+    def corpus(self) -> CorpusSettings:
+        """Only what decides which documents exist and where each goes (editing another source's
+        block, or the store's chunking, reruns nothing upstream)."""
+        blocks = {name: getattr(self, name) if name == self.source else None for name in SOURCES}
+        return CorpusSettings(self.source, **blocks, split_fractions=self.split_fractions)
+
+    def store(self) -> StoreSettings:
+        """What shapes the token store: the corpus, the caps per split and the chunking."""
+        return StoreSettings(self.corpus(), self.max_tokens, self.chunk_tokens, self.shard_chunks)
+
+
+@dataclass(frozen=True)
+class CorpusSettings(Section):
+    """The configured source (its block; the other sources' are None) and the split fractions."""
+
+    source: str
+    synthetic: SyntheticSource | None
+    embedded: EmbeddedSource | None
+    files: FileSource | None
+    hub: HubSource | None
+    split_fractions: SplitFractions
+
+    @property
+    def pretokenized(self) -> bool:
+        """A hub dataset of GPT-2 token ids: rows are concatenated as they are, not tokenized."""
+        return self.source == "hub" and self.hub.token_field is not None
+
+
+@dataclass(frozen=True)
+class StoreSettings(Section):
+    """The corpus and what shapes its token store: caps per split, chunking (DataSettings.store)."""
+
+    corpus: CorpusSettings
+    max_tokens: TokenCaps
+    chunk_tokens: int
+    shard_chunks: int
+
+    def provenance(self) -> dict[str, Any]:
+        """The store's `source` attribute: the settings it was built with, flat."""
+        corpus = self.corpus
+        return {"source": corpus.source, corpus.source: getattr(corpus, corpus.source).to_dict(),
+                "split_fractions": corpus.split_fractions.to_dict(), "max_tokens": self.max_tokens.to_dict(),
+                "chunk_tokens": self.chunk_tokens, "shard_chunks": self.shard_chunks}
+
+
+TokenizerSettings = section("tokenizer", "The run's tokenizer: GPT-2's or a BPE learned on the train split.")
+
+
+class ModelSettings(section("models", "The model family: every width at one depth, head size and context.")):
+    def non_embedding_params(self, width: int) -> int:
+        return non_embedding_params(self.n_layers, width)
+
+
+TrainingSettings = section("training", "How every model is trained: the same tokens, schedule and budget.")
+
+
+class SAESpec(section("saes.*", "One SAE spec (`saes.<name>`): architecture, size, site and its training.",
+                      skip=("extends",))):
+    @property
+    def first_position(self) -> int:
+        """The first position the SAE reads (and is spliced at): 1 unless it trains on position 0."""
+        return first_position(self.train_on_position_0)
+
+
+EvaluationSettings = section("evaluation", "Held-out evaluation of the models and SAEs.")
+
+
+class FeatureSettings(section("features", "Which tokens every model's SAE codes are stored for.")):
+    @property
+    def first_position(self) -> int:
+        return first_position(self.include_position_0)
+
+    def window_tokens(self, context: int) -> int:
+        """Tokens the feature windows span: whole windows of `context`, position 0 counted or not."""
+        per_window = context - self.first_position
+        return -(-self.tokens // max(per_window, 1)) * context
+
+
+CorrelationSettings = section("correlation", "The exact correlation of two feature stores.")
+AnalysisSettings = section("analysis", "The study's statistics, fits and collapse mask.")
+BudgetSettings = section("feature_budget", "Losses when the spliced SAE may use only some of its latents.")
+ControlSettings = section("controls", "The nulls and ceilings that place each pair's universality.")
+
+
+class Settings(section("", "The whole validated config.", data=DataSettings, tokenizer=TokenizerSettings,
+                       models=ModelSettings, training=TrainingSettings, saes=dict[str, SAESpec],
+                       evaluation=EvaluationSettings, features=FeatureSettings, correlation=CorrelationSettings,
+                       analysis=AnalysisSettings, feature_budget=BudgetSettings, controls=ControlSettings)):
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> Settings:
+        """From the config that the schema validated (and filled with defaults)."""
+        return cls.from_dict(config)
+
+    def sae_spec(self, name: str) -> SAESpec:
+        """The spec an `{sae}` wildcard names: a spec of `saes`, or the SAE-seed replicate of one
+        (`main-seed1`: main's spec with seed + 1), which is derived here and never added to `saes`,
+        so the study's analysis does not run for it."""
+        if name in self.saes:
+            return self.saes[name]
+        base = names.sae_seed_replicate_base(name)
+        if base is not None and base in self.saes:
+            return dataclasses.replace(self.saes[base], seed=self.saes[base].seed + 1)
+        raise KeyError(
+            f"{name!r} is no SAE spec of config key `saes` ({', '.join(self.saes)}) nor an SAE-seed replicate of one"
+        )
+
+    def report(self) -> ReportSettings:
+        """What the report states, and nothing else: editing another key does not rewrite it."""
+        return ReportSettings(
+            run=self.run, models=self.models, training_tokens=self.training.tokens, features=self.features,
+            saes=self.saes, min_count=self.correlation.min_count, analysis=self.analysis,
+            recovery=self.feature_budget.recovery, null_percentile=self.controls.null_percentile,
+            corpus_source=self.data.source, tokenizer_kind=self.tokenizer.kind,
+        )
+
+    def model_names(self) -> list[str]:
+        """The trained models of the study, narrowest first (see featscale.names.model_names)."""
+        return names.model_names(self.models.widths, self.controls.seed_replicates)
+
+    def untrained_models(self) -> list[str]:
+        """The untrained null models (one per width) when controls.untrained_null is on."""
+        if not self.controls.untrained_null:
+            return []
+        return [names.untrained_model_name(width) for width in sorted(self.models.widths)]
+
+    def sae_seed_replicate_models(self) -> list[str]:
+        """The models (first seed of each width in controls.sae_seed_replicates) that get a second SAE seed."""
+        return [names.model_name(width) for width in sorted(self.controls.sae_seed_replicates)]
+
+
+@dataclass(frozen=True)
+class ReportSettings(Section):
+    """The settings report.md states (Settings.report)."""
+
+    run: str
+    models: ModelSettings
+    training_tokens: int
+    features: FeatureSettings
+    saes: dict[str, SAESpec]
+    min_count: int
+    analysis: AnalysisSettings
+    recovery: float
+    null_percentile: float
+    corpus_source: str
+    tokenizer_kind: str
+
+
+def non_embedding_params(n_layers: int, width: int) -> int:
+    """The N of the scaling laws: 4·width² for attention + 8·width² for the MLP, per layer.
+
+    Biases and LayerNorm gains are left out by convention (Kaplan et al. 2020).
+    """
+    return 12 * n_layers * width**2
+
+
+def first_position(include_position_0: bool) -> int:
+    """The first position of a window that is read: 0 when position 0 is included, else 1."""
+    return 0 if include_position_0 else 1
+
+
+def resolve_extends(config: dict[str, Any]) -> None:
+    """Let an SAE spec take another's keys: `latents512: {extends: main, n_latents: 512}`.
+
+    Done in place on the merged config before the schema fills defaults, so a layered config
+    (an SAE-size sweep) derives its specs from the run's own instead of restating them.
+    """
+    saes = config.get("saes")
+    if not isinstance(saes, dict):
+        return
+
+    def resolved(name: str, seen: tuple[str, ...]) -> dict[str, Any]:
+        spec = saes[name]
+        if not isinstance(spec, dict) or "extends" not in spec:
+            return spec
+        base = spec["extends"]
+        if base not in saes:
+            raise ConfigError(
+                f"config key `saes.{name}.extends` = {base!r} names no spec of `saes` ({', '.join(saes)}): fix the name."
+            )
+        if base in seen:
+            raise ConfigError(f"config key `saes.{name}.extends` makes a cycle ({' -> '.join((*seen, base))}): break it.")
+        return resolved(base, (*seen, base)) | {key: value for key, value in spec.items() if key != "extends"}
+
+    for name in list(saes):
+        saes[name] = resolved(name, (name,))
 
 
 def describe_schema_error(error: Any) -> str:
@@ -119,7 +354,7 @@ def describe_schema_error(error: Any) -> str:
 
 
 def check_config(
-    config: Mapping[str, Any],
+    settings: Settings,
     configfiles: Iterable[str | Path] = (),
     command_line: Mapping[str, Any] | None = None,
 ) -> None:
@@ -129,20 +364,15 @@ def check_config(
     key it leaves out keeps the paper value, and a run named `paper` by accident would
     overwrite the paper's results. `command_line` is the --config dictionary.
     """
-    problems = []
-    problems += _check_run_names(configfiles, command_line or {})
-    problems += _check_data(config)
-    problems += _check_models(config)
-    problems += _check_saes(config)
-    problems += _check_training(config)
+    problems = [
+        *_check_run_names(configfiles, command_line or {}),
+        *_check_data(settings),
+        *_check_models(settings),
+        *_check_saes(settings),
+        *_check_training(settings),
+    ]
     if problems:
         raise ConfigError("\n".join(problems))
-
-
-def feature_window_tokens(features: Mapping[str, Any], context: int) -> int:
-    """Tokens the feature windows span: whole windows of `context`, position 0 counted or not."""
-    per_window = context if features["include_position_0"] else context - 1
-    return -(-features["tokens"] // max(per_window, 1)) * context
 
 
 def check_split_sizes(
@@ -174,165 +404,164 @@ def _key(path: Iterable[Any]) -> str:
     return "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in path).lstrip(".")
 
 
-def _check_run_names(configfiles: Iterable[str | Path], command_line: Mapping[str, Any]) -> list[str]:
+def _check_run_names(configfiles: Iterable[str | Path], command_line: Mapping[str, Any]) -> Iterator[str]:
     if "run" in command_line:
-        return []
-    problems = []
+        return
     for path in configfiles:
         loaded = yaml.safe_load(Path(path).read_text()) or {}
         if "run" not in loaded:
-            problems.append(
+            yield (
                 f"config file {str(path)!r} does not set `run`: its outputs would mix with the "
                 f"paper run's under results/paper/; add a line `run: <name>` to it."
             )
-    return problems
 
 
-def _check_data(config: Mapping[str, Any]) -> list[str]:
-    data, problems = config["data"], []
-    total = sum(data["split_fractions"][split] for split in SPLITS)
+def _check_data(settings: Settings) -> Iterator[str]:
+    data = settings.data
+    total = sum(data.split_fractions[split] for split in SPLITS)
     if abs(total - 1.0) > 1e-9:
-        fractions = {split: data["split_fractions"][split] for split in SPLITS}
-        problems.append(
+        fractions = {split: data.split_fractions[split] for split in SPLITS}
+        yield (
             f"config key `data.split_fractions` = {fractions} sums to {total:g}: "
             f"make train + val + analysis equal 1."
         )
-    for split, key in (("val", "evaluation.tokens"), ("analysis", "features.tokens")):
-        cap = data["max_tokens"][split]
-        section, field = key.split(".")
-        wanted = config[section][field]
+    for split, key, wanted in (("val", "evaluation.tokens", settings.evaluation.tokens),
+                               ("analysis", "features.tokens", settings.features.tokens)):
+        cap = data.max_tokens[split]
         if cap is not None and wanted > cap:
-            problems.append(
+            yield (
                 f"config key `{key}` = {wanted:,} exceeds `data.max_tokens.{split}` = {cap:,}: "
                 f"the {split} split would be too small; lower `{key}` or raise the cap."
             )
-    if data["source"] == "files":
-        paths = data["files"]["paths"]
+    if data.source == "files":
+        paths = data.files.paths
         if not paths:
-            problems.append(
+            yield (
                 "config key `data.files.paths` is empty but `data.source` is files: "
                 "list the corpus files (paths or globs)."
             )
         for pattern in paths:
             if not glob.glob(pattern):
-                problems.append(
+                yield (
                     f"config key `data.files.paths` names {pattern!r}, which matches no file "
                     f"(relative to {Path.cwd()}): fix the path."
                 )
-    tokenizer = config["tokenizer"]
-    token_field = data["hub"]["token_field"]
-    if token_field is not None and data["source"] == "hub" and tokenizer["kind"] != "gpt2":
-        problems.append(
-            f"config key `tokenizer.kind` = {tokenizer['kind']!r}, but `data.hub.token_field` = "
+    tokenizer = settings.tokenizer
+    token_field = data.hub.token_field
+    if token_field is not None and data.source == "hub" and tokenizer.kind != "gpt2":
+        yield (
+            f"config key `tokenizer.kind` = {tokenizer.kind!r}, but `data.hub.token_field` = "
             f"{token_field!r} reads GPT-2 token ids: set `tokenizer.kind: gpt2`."
         )
-    if tokenizer["kind"] == "gpt2" and tokenizer["vocab_size"] != GPT2_VOCAB_SIZE:
-        problems.append(
-            f"config key `tokenizer.vocab_size` = {tokenizer['vocab_size']} but GPT-2's tokenizer "
+    if tokenizer.kind == "gpt2" and tokenizer.vocab_size != GPT2_VOCAB_SIZE:
+        yield (
+            f"config key `tokenizer.vocab_size` = {tokenizer.vocab_size} but GPT-2's tokenizer "
             f"has {GPT2_VOCAB_SIZE}: set it to {GPT2_VOCAB_SIZE} or use `tokenizer.kind: bpe`."
         )
-    return problems
 
 
-def _check_models(config: Mapping[str, Any]) -> list[str]:
-    models, problems = config["models"], []
-    head_size = models["head_size"]
-    for width in models["widths"]:
-        if width % head_size:
-            problems.append(
+def _check_models(settings: Settings) -> Iterator[str]:
+    models = settings.models
+    widths = list(models.widths)
+    for width in widths:
+        if width % models.head_size:
+            yield (
                 f"config key `models.widths` has {width}, which is not divisible by "
-                f"`models.head_size` = {head_size}: use widths that are multiples of {head_size} "
+                f"`models.head_size` = {models.head_size}: use widths that are multiples of {models.head_size} "
                 f"or another head size."
             )
     for key in ("seed_replicates", "sae_seed_replicates"):
-        for width in config.get("controls", {}).get(key, []):
-            if width not in models["widths"]:
-                problems.append(
+        for width in getattr(settings.controls, key):
+            if width not in widths:
+                yield (
                     f"config key `controls.{key}` has {width}, which is not in `models.widths` = "
-                    f"{models['widths']}: a replicate is a second seed of a trained width; add it to models.widths."
+                    f"{widths}: a replicate is a second seed of a trained width; add it to models.widths."
                 )
-    if len(models["widths"]) < 2:
-        problems.append(
-            f"config key `models.widths` = {models['widths']} names one model, but universality "
+    if len(widths) < 2:
+        yield (
+            f"config key `models.widths` = {widths} names one model, but universality "
             f"correlates features across models: give at least two widths."
         )
-    return problems
 
 
-def _check_training(config: Mapping[str, Any]) -> list[str]:
-    training, context, problems = config["training"], config["models"]["context"], []
-    batch = training["batch_tokens"]
+def _check_training(settings: Settings) -> Iterator[str]:
+    training, context = settings.training, settings.models.context
+    batch = training.batch_tokens
+    evaluation_tokens = settings.evaluation.tokens
     if batch % context:
-        problems.append(
+        yield (
             f"config key `training.batch_tokens` = {batch:,} is not a multiple of `models.context` = "
             f"{context}: use a whole number of sequences, e.g. {max(1, batch // context) * context:,}."
         )
-    if training["tokens"] < batch:
-        problems.append(
-            f"config key `training.tokens` = {training['tokens']:,} is less than one batch "
+    if training.tokens < batch:
+        yield (
+            f"config key `training.tokens` = {training.tokens:,} is less than one batch "
             f"(`training.batch_tokens` = {batch:,}): raise it."
         )
-    for key, value in (("training.eval_tokens", training["eval_tokens"]), ("evaluation.tokens", config["evaluation"]["tokens"])):
+    for key, value in (("training.eval_tokens", training.eval_tokens), ("evaluation.tokens", evaluation_tokens)):
         if value < context + 1:
-            problems.append(
+            yield (
                 f"config key `{key}` = {value:,} is less than one window of `models.context` + 1 = "
                 f"{context + 1} tokens: raise it."
             )
-    if training["eval_tokens"] > config["evaluation"]["tokens"]:
-        problems.append(
-            f"config key `training.eval_tokens` = {training['eval_tokens']:,} exceeds `evaluation.tokens` = "
-            f"{config['evaluation']['tokens']:,}: the periodic validation uses part of the evaluation tokens; lower it."
+    if training.eval_tokens > evaluation_tokens:
+        yield (
+            f"config key `training.eval_tokens` = {training.eval_tokens:,} exceeds `evaluation.tokens` = "
+            f"{evaluation_tokens:,}: the periodic validation uses part of the evaluation tokens; lower it."
         )
-    return problems
 
 
-def _check_saes(config: Mapping[str, Any]) -> list[str]:
-    n_layers, problems = config["models"]["n_layers"], []
-    if config.get("controls", {}).get("sae_seed_replicates"):
-        for name in config["saes"]:
-            base = name.removesuffix(SAE_SEED_REPLICATE)
-            if base != name and base in config["saes"]:
-                problems.append(
+def _check_saes(settings: Settings) -> Iterator[str]:
+    n_layers = settings.models.n_layers
+    if settings.controls.sae_seed_replicates:
+        for name in settings.saes:
+            base = names.sae_seed_replicate_base(name)
+            if base is not None and base in settings.saes:
+                yield (
                     f"config key `saes.{name}` is also the name of spec {base}'s SAE-seed replicate, which "
                     f"`controls.sae_seed_replicates` trains: rename the spec."
                 )
-    for name, spec in config["saes"].items():
+    for name, spec in settings.saes.items():
         key = f"saes.{name}"
-        if spec["layer"] >= n_layers:
-            problems.append(
-                f"config key `{key}.layer` = {spec['layer']} but the models have "
+        if spec.layer >= n_layers:
+            yield (
+                f"config key `{key}.layer` = {spec.layer} but the models have "
                 f"`models.n_layers` = {n_layers} blocks, counted from 0: use a layer below {n_layers}."
             )
-        k = spec["k"]
-        if spec["architecture"] == "topk":
-            if k is None:
-                problems.append(f"config key `{key}.k` is not set but `{key}.architecture` is topk: set k.")
-            elif k >= spec["n_latents"]:
-                problems.append(
-                    f"config key `{key}.k` = {k} is not below `{key}.n_latents` = "
-                    f"{spec['n_latents']}: choose k < n_latents."
+        if spec.architecture == "topk":
+            if spec.k is None:
+                yield (f"config key `{key}.k` is not set but `{key}.architecture` is topk: set k.")
+            elif spec.k >= spec.n_latents:
+                yield (
+                    f"config key `{key}.k` = {spec.k} is not below `{key}.n_latents` = "
+                    f"{spec.n_latents}: choose k < n_latents."
                 )
-        elif k is not None:
-            problems.append(
-                f"config key `{key}.k` = {k} is set but `{key}.architecture` is "
-                f"{spec['architecture']!r}, which has no k: remove k or use topk."
+        elif spec.k is not None:
+            yield (
+                f"config key `{key}.k` = {spec.k} is set but `{key}.architecture` is "
+                f"{spec.architecture!r}, which has no k: remove k or use topk."
             )
-        positions = config["models"]["context"] - (0 if spec["train_on_position_0"] else 1)
-        buffer_tokens = spec["buffer_sequences"] * positions
-        if buffer_tokens < spec["batch_tokens"]:
-            problems.append(
-                f"config key `{key}.buffer_sequences` = {spec['buffer_sequences']} gives a shuffle buffer of "
+        if settings.features.include_position_0 and not spec.train_on_position_0:
+            yield (
+                f"config key `features.include_position_0` is true but `{key}.train_on_position_0` is false: "
+                f"the SAE would encode position 0, whose activations it never saw in training; set both true "
+                f"(the authors' choice) or both false."
+            )
+        positions = settings.models.context - spec.first_position
+        buffer_tokens = spec.buffer_sequences * positions
+        if buffer_tokens < spec.batch_tokens:
+            yield (
+                f"config key `{key}.buffer_sequences` = {spec.buffer_sequences} gives a shuffle buffer of "
                 f"{buffer_tokens:,} activations, less than one batch (`{key}.batch_tokens` = "
-                f"{spec['batch_tokens']:,}): raise buffer_sequences."
+                f"{spec.batch_tokens:,}): raise buffer_sequences."
             )
-        if spec["bias_init_tokens"] > buffer_tokens:
-            problems.append(
-                f"config key `{key}.bias_init_tokens` = {spec['bias_init_tokens']:,} exceeds one shuffle buffer "
+        if spec.bias_init_tokens > buffer_tokens:
+            yield (
+                f"config key `{key}.bias_init_tokens` = {spec.bias_init_tokens:,} exceeds one shuffle buffer "
                 f"({buffer_tokens:,} activations): lower it or raise `{key}.buffer_sequences`."
             )
-        if spec["tokens"] < spec["batch_tokens"]:
-            problems.append(
-                f"config key `{key}.tokens` = {spec['tokens']:,} is less than one batch "
-                f"(`{key}.batch_tokens` = {spec['batch_tokens']:,}): raise it."
+        if spec.tokens < spec.batch_tokens:
+            yield (
+                f"config key `{key}.tokens` = {spec.tokens:,} is less than one batch "
+                f"(`{key}.batch_tokens` = {spec.batch_tokens:,}): raise it."
             )
-    return problems

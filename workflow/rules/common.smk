@@ -14,22 +14,18 @@ os.environ.update(
     PYTHONPATH=os.pathsep.join(p for p in (PACKAGE_ROOT, os.environ.get("PYTHONPATH")) if p)
 )
 
+from featscale import names
 from featscale.config import (
     ConfigError,
+    Settings,
     check_config,
     describe_schema_error,
-    feature_window_tokens,
-    is_untrained,
-    model_names,
-    parse_model_name,
-    sae_seed_replicate_models,
-    sae_seed_replicate_name,
-    sae_spec,
-    untrained_null_correlations,
+    resolve_extends,
 )
-from featscale.gpus import gpu_slots
+from featscale.execution.gpus import gpu_slots
 
 
+resolve_extends(config)
 try:
     validate(config, "../schemas/config.schema.yaml")
 except WorkflowError as error:
@@ -37,8 +33,10 @@ except WorkflowError as error:
     if not hasattr(cause, "absolute_path"):
         raise
     raise ConfigError(describe_schema_error(cause)) from None
+# the typed settings, built once; rules pass each job the section it needs, as plain data
+SETTINGS = Settings.from_config(config)
 check_config(
-    config,
+    SETTINGS,
     configfiles=workflow.overwrite_configfiles or [],
     command_line=workflow.config_settings.overwrite_config,
 )
@@ -47,20 +45,22 @@ report: "../report/workflow.rst"
 
 # GPU slots of a local run: as many GPU jobs at once as there are visible GPUs, and at least
 # one, so that a machine without a GPU still runs every rule; each GPU job then claims a GPU of
-# its own (featscale.gpus). `--resources gpu=N` overrides this; a cluster run (a remote
-# executor, which sets --jobs) leaves GPUs to the cluster's scheduler.
+# its own (featscale.execution.gpus). `--resources gpu=N` overrides this; a cluster run (a
+# remote executor, which sets --jobs) leaves GPUs to the cluster's scheduler.
 if "gpu" not in workflow.global_resources and workflow.nodes is None:
     workflow.global_resources["gpu"] = gpu_slots()
 
 
-RESULTS = f"results/{config['run']}"
+RESULTS = f"results/{SETTINGS.run}"
 # the study's models; the untrained null models (w<width>-init) are controls only, never in here
-MODELS = model_names(config)
+MODELS = SETTINGS.model_names()
+SAES = list(SETTINGS.saes)
 
 
 wildcard_constraints:
-    model=r"w[0-9]+(-s[0-9]+)?(-init)?",
-    sae=r"[A-Za-z0-9][A-Za-z0-9_-]*",
+    model=names.MODEL_PATTERN,
+    sae=names.SAE_PATTERN,
+
 
 # the artifacts (README, "Outputs"), relative to the working directory
 TOKENIZER = f"{RESULTS}/data/tokenizer.json"
@@ -68,28 +68,8 @@ TOKENS = f"{RESULTS}/data/tokens.zarr"
 EMBEDDED_ARCHIVE = f"{RESULTS}/data/corpus/embedded.tar.gz"
 
 
-def corpus_settings():
-    """The data settings that decide which documents exist and where each goes, and no others
-    (editing an unused source's block, or the store's chunking, reruns nothing upstream)."""
-    data = config["data"]
-    source = data["source"]
-    return {
-        "source": source,
-        source: data[source],
-        "split_fractions": data["split_fractions"],
-    }
-
-
-def store_settings():
-    """What shapes the token store: the corpus settings, the caps and the chunking."""
-    data = config["data"]
-    return corpus_settings() | {
-        key: data[key] for key in ("max_tokens", "chunk_tokens", "shard_chunks")
-    }
-
-
 def corpus_archive(wildcards):
-    return [EMBEDDED_ARCHIVE] if config["data"]["source"] == "embedded" else []
+    return [EMBEDDED_ARCHIVE] if SETTINGS.data.source == "embedded" else []
 
 
 def log_path(name):
@@ -100,94 +80,104 @@ def benchmark_path(name):
     return f"{RESULTS}/benchmarks/{name}.tsv"
 
 
-def model_architecture(wildcards):
-    """The shape of one model (its vocabulary comes from the token store)."""
-    width, _ = parse_model_name(wildcards.model)
-    models = config["models"]
-    return {
-        "width": width,
-        "n_layers": models["n_layers"],
-        "head_size": models["head_size"],
-        "context": models["context"],
-    }
+def width_of(wildcards):
+    return names.width_of(wildcards.model)
 
 
-def training_settings(model):
-    """How a model is trained: config["training"], except that an untrained null model
+def training_settings(wildcards):
+    """How a model is trained: the training section, except that an untrained null model
     (w<width>-init) takes zero steps, so train_model saves its initialisation as it is."""
-    return config["training"] | ({"tokens": 0} if is_untrained(model) else {})
+    tokens = 0 if names.is_untrained(wildcards.model) else SETTINGS.training.tokens
+    return SETTINGS.training.to_dict() | {"tokens": tokens}
 
 
 def spec_of(wildcards):
-    """The SAE spec of an {sae} wildcard: a spec of config["saes"] or the SAE-seed replicate of one."""
-    return sae_spec(config, wildcards.sae)
+    """The SAE spec of an {sae} wildcard (a spec of `saes` or the SAE-seed replicate of one), as data."""
+    return SETTINGS.sae_spec(wildcards.sae).to_dict()
 
 
-def _training_flops(model):
-    """6 N D: the compute of training one model, N counting non-embedding parameters."""
-    width, _ = parse_model_name(model)
-    return 6 * 12 * config["models"]["n_layers"] * width**2 * training_settings(model)["tokens"]
-
-
-def train_model_runtime(model):
+def train_model_runtime(wildcards):
     """Minutes asked of the scheduler: 1 h plus the 6ND compute at a conservative 20 TFLOP/s."""
-    return 60 + int(_training_flops(model) / 20e12 / 60)
+    flops = 6 * SETTINGS.models.non_embedding_params(names.width_of(wildcards.model)) * training_settings(wildcards)["tokens"]
+    return 60 + int(flops / 20e12 / 60)
 
 
-def gpu_job_mem_mb(model):
+def gpu_job_mem_mb(wildcards):
     """Host memory of a model's GPU jobs: grows with width (weights, optimizer, batches)."""
-    width, _ = parse_model_name(model)
-    return 8000 + 16 * width
+    return 8000 + 16 * names.width_of(wildcards.model)
 
 
-def train_sae_runtime(sae):
+def train_sae_runtime(wildcards):
     """Minutes asked of the scheduler for one SAE: 1 h plus 1 h per 250M training tokens."""
-    return 60 + int(60 * sae_spec(config, sae)["tokens"] / 250e6)
+    return 60 + int(60 * SETTINGS.sae_spec(wildcards.sae).tokens / 250e6)
 
 
 def model_pairs():
-    """Unordered pairs of models, each once, narrower (then lower seed) first: `a__b` names."""
-    return [(a, b) for i, a in enumerate(MODELS) for b in MODELS[i + 1 :]]
-
-
-def correlation_paths(sae):
-    return [f"{RESULTS}/correlations/{sae}/{a}__{b}.zarr" for a, b in model_pairs()]
-
-
-def shifted_null_paths(sae):
-    """The shifted-token null of every pair, when controls.shifted_null is on."""
-    if not config["controls"]["shifted_null"]:
-        return []
-    return [f"{RESULTS}/controls/{sae}/shifted/{a}__{b}.zarr" for a, b in model_pairs()]
+    """Unordered pairs of models, each once, narrower (then lower seed) first."""
+    return names.model_pairs(MODELS)
 
 
 def untrained_null_pairs():
     """(source, untrained model) of every correlation the untrained null needs, when it is on."""
-    return untrained_null_correlations(MODELS) if config["controls"]["untrained_null"] else []
+    return names.untrained_null_correlations(MODELS) if SETTINGS.controls.untrained_null else []
+
+
+def correlation_block_mb(wildcards):
+    """One correlation worker's co-occurrence block in MB: block_latents x latents x 8 bytes, x2 headroom."""
+    latents = SETTINGS.sae_spec(wildcards.sae).n_latents
+    return int(2 * min(SETTINGS.correlation.block_latents, latents) * latents * 8 / 1e6)
+
+
+# ---- where each artifact lives: one template each; rules fill in wildcards or expand them ----
+def features_path(model="{model}", sae="{sae}"):
+    return f"{RESULTS}/features/{model}/{sae}.zarr"
+
+
+def correlation_path(a="{a}", b="{b}", sae="{sae}", control=None):
+    """A pair's correlation store, or with `control` (shifted, untrained) that of one of its nulls."""
+    folder = f"correlations/{sae}" if control is None else f"controls/{sae}/{control}"
+    return f"{RESULTS}/{folder}/{names.pair_name(a, b)}.zarr"
+
+
+def sae_seed_path(model="{model}", sae="{sae}", shifted=False):
+    """A model's SAE against its SAE-seed replicate (the ceiling), or that correlation's shifted null."""
+    return f"{RESULTS}/controls/{sae}/{'sae_seed_shifted' if shifted else 'sae_seed'}/{model}.zarr"
+
+
+def analysis_path(name, sae="{sae}"):
+    return f"{RESULTS}/analysis/{sae}/{name}"
+
+
+def figure_path(name, sae="{sae}"):
+    return f"{RESULTS}/figures/{sae}/{name}"
+
+
+def correlation_paths(sae):
+    return [correlation_path(a, b, sae) for a, b in model_pairs()]
+
+
+def shifted_null_paths(sae):
+    """The shifted-token null of every pair, when controls.shifted_null is on."""
+    if not SETTINGS.controls.shifted_null:
+        return []
+    return [correlation_path(a, b, sae, control="shifted") for a, b in model_pairs()]
 
 
 def untrained_null_paths(sae):
     """Each source model against the untrained model of a target's width (rule correlate_untrained)."""
-    return [f"{RESULTS}/controls/{sae}/untrained/{a}__{b}.zarr" for a, b in untrained_null_pairs()]
+    return [correlation_path(a, b, sae, control="untrained") for a, b in untrained_null_pairs()]
 
 
 def sae_seed_paths(sae, shifted=False):
     """The correlation of each replicated model's SAE with its SAE-seed replicate (and its shifted null)."""
-    if shifted and not config["controls"]["shifted_null"]:
+    if shifted and not SETTINGS.controls.shifted_null:
         return []
-    folder = "sae_seed_shifted" if shifted else "sae_seed"
-    return [f"{RESULTS}/controls/{sae}/{folder}/{model}.zarr" for model in sae_seed_replicate_models(config)]
+    return [sae_seed_path(model, sae, shifted) for model in SETTINGS.sae_seed_replicate_models()]
 
 
 def sae_seed_inputs(wildcards):
     """One model's codes under spec {sae} (side a) and under its SAE-seed replicate (side b)."""
     return {
-        "a": f"{RESULTS}/features/{wildcards.model}/{wildcards.sae}.zarr",
-        "b": f"{RESULTS}/features/{wildcards.model}/{sae_seed_replicate_name(wildcards.sae)}.zarr",
+        "a": features_path(wildcards.model, wildcards.sae),
+        "b": features_path(wildcards.model, names.sae_seed_replicate_name(wildcards.sae)),
     }
-
-
-def correlation_block_mb(sae):
-    """One correlation worker's co-occurrence block in MB: block_latents x latents x 8 bytes, x2 headroom."""
-    latents = sae_spec(config, sae)["n_latents"]
-    return int(2 * min(config["correlation"]["block_latents"], latents) * latents * 8 / 1e6)

@@ -11,7 +11,7 @@ rule fetch_corpus:
     output:
         EMBEDDED_ARCHIVE,
     params:
-        embedded=config["data"]["embedded"],
+        embedded=SETTINGS.data.embedded.to_dict(),
     log:
         log_path("fetch_corpus"),
     benchmark:
@@ -24,13 +24,13 @@ rule fetch_corpus:
 
 rule train_tokenizer:
     input:
-        corpus=corpus_archive,
+        archive=corpus_archive,
     output:
         TOKENIZER,
     params:
-        data=corpus_settings(),
-        tokenizer=config["tokenizer"],
-        seed=config["seed"],
+        corpus=SETTINGS.data.corpus().to_dict(),
+        tokenizer=SETTINGS.tokenizer.to_dict(),
+        run_seed=SETTINGS.seed,
     threads: 2
     log:
         log_path("train_tokenizer"),
@@ -44,21 +44,21 @@ rule train_tokenizer:
 
 rule tokenize_corpus:
     input:
-        tokenizer=TOKENIZER,
-        corpus=corpus_archive,
+        tokenizer=rules.train_tokenizer.output[0],
+        archive=corpus_archive,
     output:
         directory(TOKENS),
     params:
-        data=store_settings(),
-        seed=config["seed"],
+        store=SETTINGS.data.store().to_dict(),
+        run_seed=SETTINGS.seed,
         needs={
-            "context": config["models"]["context"],
+            "context": SETTINGS.models.context,
             # the feature budget reads the first val tokens too
-            "evaluation_tokens": max(config["evaluation"]["tokens"], config["feature_budget"]["tokens"]),
+            "evaluation_tokens": max(SETTINGS.evaluation.tokens, SETTINGS.feature_budget.tokens),
             # random train windows (the authors' choice) need only one window of the train split
             "features_tokens": (
-                feature_window_tokens(config["features"], config["models"]["context"])
-                if config["features"]["split"] == "analysis"
+                SETTINGS.features.window_tokens(SETTINGS.models.context)
+                if SETTINGS.features.split == "analysis"
                 else 0
             ),
         },

@@ -3,22 +3,22 @@
 
 rule encode_features:
     input:
-        tokens=TOKENS,
+        tokens=rules.tokenize_corpus.output[0],
         model_weights=rules.train_model.output.weights,
         model_config=rules.train_model.output.config,
-        sae=rules.train_sae.output.weights,
+        sae_weights=rules.train_sae.output.weights,
         sae_config=rules.train_sae.output.config,
     output:
-        directory(f"{RESULTS}/features/{{model}}/{{sae}}.zarr"),
+        directory(features_path()),
     params:
         spec=spec_of,
-        features=config["features"],
-        run_seed=config["seed"],
-        device=config["training"]["device"],
+        features=SETTINGS.features.to_dict(),
+        run_seed=SETTINGS.seed,
+        device=SETTINGS.training.device,
     threads: 2
     resources:
         gpu=1,
-        mem_mb=lambda wildcards: gpu_job_mem_mb(wildcards.model),
+        mem_mb=gpu_job_mem_mb,
     log:
         log_path("encode_features/{model}/{sae}"),
     benchmark:
@@ -31,20 +31,19 @@ rule encode_features:
 
 rule correlate:
     input:
-        a=f"{RESULTS}/features/{{a}}/{{sae}}.zarr",
-        b=f"{RESULTS}/features/{{b}}/{{sae}}.zarr",
+        a=features_path("{a}"),
+        b=features_path("{b}"),
     output:
-        directory(f"{RESULTS}/correlations/{{sae}}/{{a}}__{{b}}.zarr"),
+        directory(correlation_path()),
     params:
-        correlation=config["correlation"],
+        correlation=SETTINGS.correlation.to_dict(),
     wildcard_constraints:
-        a=r"w[0-9]+(-s[0-9]+)?",
-        b=r"w[0-9]+(-s[0-9]+)?",
+        a=names.TRAINED_MODEL_PATTERN,
+        b=names.TRAINED_MODEL_PATTERN,
     # CPU only: no gpu resource, so a cluster never spends a GPU on it
-    threads: config["correlation"]["workers"]
+    threads: SETTINGS.correlation.workers
     resources:
-        mem_mb=lambda wildcards, threads: 4000
-        + threads * correlation_block_mb(wildcards.sae),
+        mem_mb=lambda wildcards, threads: 4000 + threads * correlation_block_mb(wildcards),
     log:
         log_path("correlate/{sae}/{a}__{b}"),
     benchmark:
@@ -59,10 +58,10 @@ rule correlate:
 # every latent's max and partner (the full matrix is never read).
 use rule correlate as correlate_shifted with:
     output:
-        directory(f"{RESULTS}/controls/{{sae}}/shifted/{{a}}__{{b}}.zarr"),
+        directory(correlation_path(control="shifted")),
     params:
-        correlation=config["correlation"] | {"matrix_dtype": "none"},
-        shift_fraction=config["controls"]["shift_fraction"],
+        correlation=SETTINGS.correlation.to_dict() | {"matrix_dtype": "none"},
+        shift_fraction=SETTINGS.controls.shift_fraction,
     log:
         log_path("correlate_shifted/{sae}/{a}__{b}"),
     benchmark:
@@ -73,12 +72,12 @@ use rule correlate as correlate_shifted with:
 # of a target's width; the source is side a.
 use rule correlate as correlate_untrained with:
     output:
-        directory(f"{RESULTS}/controls/{{sae}}/untrained/{{a}}__{{b}}.zarr"),
+        directory(correlation_path(control="untrained")),
     params:
-        correlation=config["correlation"] | {"matrix_dtype": "none"},
+        correlation=SETTINGS.correlation.to_dict() | {"matrix_dtype": "none"},
     wildcard_constraints:
-        a=r"w[0-9]+(-s[0-9]+)?",
-        b=r"w[0-9]+-init",
+        a=names.TRAINED_MODEL_PATTERN,
+        b=names.UNTRAINED_MODEL_PATTERN,
     log:
         log_path("correlate_untrained/{sae}/{a}__{b}"),
     benchmark:
@@ -90,9 +89,9 @@ use rule correlate as correlate_sae_seed with:
     input:
         unpack(sae_seed_inputs),
     output:
-        directory(f"{RESULTS}/controls/{{sae}}/sae_seed/{{model}}.zarr"),
+        directory(sae_seed_path()),
     params:
-        correlation=config["correlation"] | {"matrix_dtype": "none"},
+        correlation=SETTINGS.correlation.to_dict() | {"matrix_dtype": "none"},
     log:
         log_path("correlate_sae_seed/{sae}/{model}"),
     benchmark:
@@ -104,7 +103,7 @@ use rule correlate_shifted as correlate_sae_seed_shifted with:
     input:
         unpack(sae_seed_inputs),
     output:
-        directory(f"{RESULTS}/controls/{{sae}}/sae_seed_shifted/{{model}}.zarr"),
+        directory(sae_seed_path(shifted=True)),
     log:
         log_path("correlate_sae_seed_shifted/{sae}/{model}"),
     benchmark:
@@ -113,24 +112,24 @@ use rule correlate_shifted as correlate_sae_seed_shifted with:
 
 rule feature_budget:
     input:
-        tokens=TOKENS,
+        tokens=rules.tokenize_corpus.output[0],
         model_weights=rules.train_model.output.weights,
         model_config=rules.train_model.output.config,
-        sae=rules.train_sae.output.weights,
+        sae_weights=rules.train_sae.output.weights,
         sae_config=rules.train_sae.output.config,
         features=rules.encode_features.output[0],
     output:
-        f"{RESULTS}/analysis/{{sae}}/budget/{{model}}.csv",
+        analysis_path("budget/{model}.csv"),
     params:
         spec=spec_of,
-        budget=config["feature_budget"],
-        run_seed=config["seed"],
-        batch_size=config["training"]["micro_batch"],
-        device=config["training"]["device"],
+        budget=SETTINGS.feature_budget.to_dict(),
+        run_seed=SETTINGS.seed,
+        batch_size=SETTINGS.training.micro_batch,
+        device=SETTINGS.training.device,
     threads: 2
     resources:
         gpu=1,
-        mem_mb=lambda wildcards: gpu_job_mem_mb(wildcards.model),
+        mem_mb=gpu_job_mem_mb,
     log:
         log_path("feature_budget/{model}/{sae}"),
     benchmark:

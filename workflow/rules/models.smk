@@ -4,24 +4,25 @@
 
 rule train_model:
     input:
-        tokens=TOKENS,
+        tokens=rules.tokenize_corpus.output[0],
     output:
         weights=f"{RESULTS}/models/{{model}}/model.safetensors",
         config=f"{RESULTS}/models/{{model}}/config.json",
         metrics=f"{RESULTS}/models/{{model}}/metrics.csv",
         final=f"{RESULTS}/models/{{model}}/final.json",
     params:
-        architecture=model_architecture,
-        model_seed=lambda wildcards: parse_model_name(wildcards.model)[1],
-        run_seed=config["seed"],
-        training=lambda wildcards: training_settings(wildcards.model),
-        evaluation_tokens=config["evaluation"]["tokens"],
+        models=SETTINGS.models.to_dict(),
+        width=width_of,
+        model_seed=lambda wildcards: names.parse_model_name(wildcards.model)[1],
+        run_seed=SETTINGS.seed,
+        training=training_settings,
+        evaluation_tokens=SETTINGS.evaluation.tokens,
         checkpoints=lambda wildcards: f"{RESULTS}/checkpoints/models/{wildcards.model}",
     threads: 2
     resources:
         gpu=1,
-        mem_mb=lambda wildcards: gpu_job_mem_mb(wildcards.model),
-        runtime=lambda wildcards: train_model_runtime(wildcards.model),
+        mem_mb=gpu_job_mem_mb,
+        runtime=train_model_runtime,
     log:
         log_path("train_model/{model}"),
     benchmark:
@@ -36,7 +37,7 @@ rule export_hf:
     input:
         weights=rules.train_model.output.weights,
         config=rules.train_model.output.config,
-        tokenizer=TOKENIZER,
+        tokenizer=rules.train_tokenizer.output[0],
     output:
         directory(f"{RESULTS}/models/{{model}}/hf"),
     log:

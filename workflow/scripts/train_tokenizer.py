@@ -1,16 +1,4 @@
-from pathlib import Path
+from featscale.execution.jobs import run_rule
 
-from featscale.runtime import log_to, set_threads
-
-log_to(snakemake.log[0])
-set_threads(snakemake.threads)
-
-from featscale.tokenizer import build_tokenizer  # after set_threads: tokenizers reads it once
-
-build_tokenizer(
-    snakemake.params.data,
-    snakemake.params.tokenizer,
-    snakemake.params.seed,
-    snakemake.output[0],
-    archive=Path(snakemake.input.corpus[0]) if snakemake.input.corpus else None,
-)
+# the rule's params, wildcards, inputs and outputs are this function's arguments, by name
+run_rule(snakemake, "featscale.data.build:build_tokenizer")

@@ -1,11 +1,12 @@
-"""Sparse autoencoders (SAEs) on one activation site of a featscale GPT-2.
+"""Sparse autoencoders (SAEs) on one activation site of a featscale GPT-2: the shared interface.
 
-Three variants behind one interface, read top to bottom: the config, the output, the base
-class (scaling, decoding, decoder-norm utilities, bias init, save/load), then
+Read top to bottom: the config, the output, the base class (scaling, decoding, decoder-norm
+utilities, bias init, save/load) and the registry of variants; each variant is a small
+subclass in a module of its own:
 
-    GatedSAE  Rajamanoharan et al. 2024, the authors' choice and the default
-    ReluSAE   ReLU encoder, L1 weighted by decoder-row norms (Anthropic, April 2024)
-    TopKSAE   Gao et al. 2024: k largest pre-activations, AuxK loss for dead latents
+    gated.GatedSAE  Rajamanoharan et al. 2024, the authors' choice and the default
+    relu.ReluSAE    ReLU encoder, L1 weighted by decoder-row norms (Anthropic, April 2024)
+    topk.TopKSAE    Gao et al. 2024: k largest pre-activations, AuxK loss for dead latents
 
 Units. Inputs x are multiplied by `SAEConfig.input_scale` (s) before encoding, so that the
 scaled input x̃ = s·x has expected norm sqrt(d_in) whatever the model's width; losses are in
@@ -22,35 +23,35 @@ units with `normalize_activations: "none"`.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
-import os
-import shutil
-import uuid
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple
 
 import torch
-import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from featscale.config import Record
+from featscale.io import write_atomically, write_json
+from featscale.models.gpt import GPT, load_model
+from featscale.names import SAE_CONFIG_FILENAME, SAE_WEIGHTS_FILENAME
+
 ARCHITECTURES = ("gated", "relu", "topk")
 BIAS_INITS = ("zeros", "mean", "geometric_median")
-WEIGHTS_FILENAME = "sae_weights.safetensors"  # SAELens' SAE_WEIGHTS_FILENAME
-CONFIG_FILENAME = "cfg.json"  # SAELens' SAE_CFG_FILENAME
+WEIGHTS_FILENAME, CONFIG_FILENAME = SAE_WEIGHTS_FILENAME, SAE_CONFIG_FILENAME
 # SAELens rewrites configs whose metadata.sae_lens_version is below 6.0 as legacy ones; this
 # declares the layout we write, not a version of SAELens we depend on
 SAELENS_FORMAT_VERSION = "6.0.0"
 _SAELENS_ARCHITECTURE = {"gated": "gated", "relu": "standard", "topk": "topk"}
-_EPS = 1e-12
+EPS = 1e-12
 
 
 @dataclass
-class SAEConfig:
+class SAEConfig(Record):
     """What defines one SAE: its architecture, sizes, loss coefficients and input scale."""
 
     architecture: str  # "gated" | "relu" | "topk"
@@ -129,19 +130,6 @@ class SAEConfig:
             raise ValueError(f"SAEConfig.l1_coefficient must be a number >= 0, got {self.l1_coefficient!r}")
         self.l1_coefficient = float(self.l1_coefficient)
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable fields."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> SAEConfig:
-        """The inverse of to_dict; unknown keys are an error (a typo would otherwise be ignored)."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown SAEConfig keys {unknown}: the known keys are {sorted(known)}")
-        return cls(**data)
-
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
@@ -171,7 +159,7 @@ class SAEOutput(NamedTuple):
 def fraction_of_variance_unexplained(x: Tensor, x_hat: Tensor) -> Tensor:
     """Σ||x - x̂||² / Σ||x - mean(x)||², the mean taken over tokens: 0 is perfect, 1 is the mean."""
     x, x_hat = x.reshape(-1, x.shape[-1]).float(), x_hat.reshape(-1, x_hat.shape[-1]).float()
-    return (x - x_hat).pow(2).sum() / (x - x.mean(dim=0)).pow(2).sum().clamp_min(_EPS)
+    return (x - x_hat).pow(2).sum() / (x - x.mean(dim=0)).pow(2).sum().clamp_min(EPS)
 
 
 @torch.no_grad()
@@ -182,10 +170,10 @@ def geometric_median(points: Tensor, max_iter: int = 50, tol: float = 1e-6) -> T
     """
     x = points.reshape(-1, points.shape[-1]).double()
     median = x.mean(dim=0)
-    scale = (x - median).norm(dim=1).mean().clamp_min(_EPS)
+    scale = (x - median).norm(dim=1).mean().clamp_min(EPS)
     for _ in range(max_iter):
         # weights 1/distance; the clamp keeps a point sitting on the estimate from dividing by 0
-        weights = 1.0 / (x - median).norm(dim=1).clamp_min(_EPS * scale)  # (N,)
+        weights = 1.0 / (x - median).norm(dim=1).clamp_min(EPS * scale)  # (N,)
         updated = (weights[:, None] * x).sum(dim=0) / weights.sum()
         moved = (updated - median).norm()
         median = updated
@@ -229,6 +217,10 @@ class SparseAutoencoder(nn.Module, ABC):
     """
 
     architecture: ClassVar[str]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        _VARIANTS[cls.architecture] = cls
 
     def __init__(self, config: SAEConfig):
         super().__init__()
@@ -318,7 +310,7 @@ class SparseAutoencoder(nn.Module, ABC):
     @torch.no_grad()
     def normalize_decoder(self) -> None:
         """Rescale decoder rows to unit norm (call after each optimiser step where a method asks for it)."""
-        self.W_dec /= self.decoder_norms().clamp_min(_EPS)[:, None]
+        self.W_dec /= self.decoder_norms().clamp_min(EPS)[:, None]
 
     @torch.no_grad()
     def remove_parallel_gradient(self) -> None:
@@ -329,7 +321,7 @@ class SparseAutoencoder(nn.Module, ABC):
         """
         if self.W_dec.grad is None:
             return
-        directions = self.W_dec / self.decoder_norms().clamp_min(_EPS)[:, None]  # (F, d_in)
+        directions = self.W_dec / self.decoder_norms().clamp_min(EPS)[:, None]  # (F, d_in)
         parallel = (self.W_dec.grad * directions).sum(dim=1, keepdim=True)  # (F, 1)
         self.W_dec.grad -= parallel * directions
 
@@ -431,26 +423,12 @@ class SparseAutoencoder(nn.Module, ABC):
         }
 
     def save(self, folder: str | Path) -> Path:
-        """Write sae_weights.safetensors and cfg.json to `folder`, atomically; returns the folder."""
+        """Write sae_weights.safetensors and cfg.json into `folder` (made if missing), each atomically."""
         folder = Path(folder)
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        partial = folder.with_name(f".{folder.name}.partial-{uuid.uuid4().hex[:8]}")
-        partial.mkdir()
-        try:
-            tensors = {name: t.detach().cpu() for name, t in self._saelens_tensors().items()}
-            save_file(tensors, str(partial / WEIGHTS_FILENAME))
-            (partial / CONFIG_FILENAME).write_text(json.dumps(self._saelens_config(), indent=2))
-            if folder.exists():
-                # a directory cannot be renamed over a non-empty one: move the old one aside first
-                stale = folder.with_name(f".{folder.name}.stale-{uuid.uuid4().hex[:8]}")
-                os.replace(folder, stale)
-                os.replace(partial, folder)
-                shutil.rmtree(stale, ignore_errors=True)
-            else:
-                os.replace(partial, folder)
-        except BaseException:
-            shutil.rmtree(partial, ignore_errors=True)
-            raise
+        folder.mkdir(parents=True, exist_ok=True)
+        tensors = {name: t.detach().cpu() for name, t in self._saelens_tensors().items()}
+        write_atomically(folder / WEIGHTS_FILENAME, lambda path: save_file(tensors, str(path)))
+        write_json(folder / CONFIG_FILENAME, self._saelens_config())
         return folder
 
     @classmethod
@@ -473,215 +451,15 @@ class SparseAutoencoder(nn.Module, ABC):
         return sae.to(device)
 
 
-class ReluSAE(SparseAutoencoder):
-    """f = ReLU((x̃ - b_dec) W_enc + b_enc); loss = mse + λ Σ_i f_i ||W_dec,i||."""
-
-    architecture = "relu"
-
-    def _encode_scaled(self, x_scaled: Tensor) -> Tensor:
-        return F.relu(self._centered(x_scaled) @ self.W_enc + self.b_enc)  # (N, F)
-
-    def _forward_scaled(self, x_scaled: Tensor, dead_mask: Tensor | None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        latents = self._encode_scaled(x_scaled)  # (N, F)
-        recon = self._decode_scaled(latents)  # (N, d_in)
-        # weighting by decoder norms stops the penalty being dodged by shrinking codes, growing rows
-        sparsity = self.config.l1_coefficient * (latents * self.decoder_norms()).sum(dim=-1).mean()
-        return latents, recon, sparsity, recon.new_zeros(())
-
-
-class GatedSAE(SparseAutoencoder):
-    """Gated SAE (Rajamanoharan et al. 2024); b_enc is the paper's gate bias b_gate.
-
-    π_gate = (x̃ - b_dec) W_enc + b_gate,  π_mag = (x̃ - b_dec)(W_enc ⊙ exp(r_mag)) + b_mag,
-    f = 1[π_gate > 0] ⊙ ReLU(π_mag).
-    loss = mse + λ Σ_i ReLU(π_gate)_i ||W_dec,i||            (SAELens' decoder-norm weighting)
-               + ||x̃ - (ReLU(π_gate) W_dec' + b_dec')||²   (W_dec', b_dec' detached, as the paper;
-                                                          trained, as SAELens, with gated_aux_trains_decoder)
-    The gate's step has no gradient: the gate learns only through the last two terms.
-    """
-
-    architecture = "gated"
-
-    def __init__(self, config: SAEConfig):
-        super().__init__(config)
-        self.r_mag = nn.Parameter(torch.zeros(config.n_latents))
-        self.b_mag = nn.Parameter(torch.zeros(config.n_latents))
-
-    @property
-    def b_gate(self) -> nn.Parameter:
-        return self.b_enc
-
-    def _pre_activations(self, x_scaled: Tensor) -> tuple[Tensor, Tensor]:
-        # one matmul serves both paths: x (W ⊙ e) = (x W) ⊙ e for a per-column factor e
-        shared = self._centered(x_scaled) @ self.W_enc  # (N, F)
-        pi_gate = shared + self.b_enc
-        pi_mag = torch.addcmul(self.b_mag, shared, self.r_mag.exp())  # one fused pass
-        return pi_gate, pi_mag
-
-    def _encode_scaled(self, x_scaled: Tensor) -> Tensor:
-        pi_gate, pi_mag = self._pre_activations(x_scaled)
-        return (pi_gate > 0).to(pi_mag.dtype) * F.relu(pi_mag)  # (N, F)
-
-    def _forward_scaled(self, x_scaled: Tensor, dead_mask: Tensor | None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        # one autograd node with a hand-written backward: the (N, F) elementwise passes, not
-        # the matmuls, dominate a step, and autograd would make about three times as many
-        latents, recon, gate_penalty, via_gate = _GatedStep.apply(
-            x_scaled, self.W_enc, self.b_enc, self.r_mag, self.b_mag, self.W_dec, self.b_dec,
-            self.config.gated_aux_trains_decoder,
-        )
-        sparsity = self.config.l1_coefficient * gate_penalty
-        aux = (via_gate - x_scaled).pow(2).sum(dim=-1).mean()
-        return latents, recon, sparsity, aux
-
-    def _saelens_tensors(self) -> dict[str, Tensor]:
-        tensors = super()._saelens_tensors()
-        # the gate and magnitude biases are in pre-activation units, which folding leaves alone
-        tensors["b_gate"] = tensors.pop("b_enc")
-        tensors["b_mag"] = self.b_mag.detach().clone()
-        tensors["r_mag"] = self.r_mag.detach().clone()
-        return tensors
-
-    def _unfold_saelens_tensors(self, tensors: dict[str, Tensor]) -> dict[str, Tensor]:
-        ours = super()._unfold_saelens_tensors({**tensors, "b_enc": tensors["b_gate"]})
-        ours["b_mag"], ours["r_mag"] = tensors["b_mag"], tensors["r_mag"]
-        return ours
-
-
-def _where_positive(values: Tensor, mask_source: Tensor) -> Tensor:
-    """`values` where `mask_source` > 0, else 0, in one pass.
-
-    This is the kernel ReLU's backward uses; torch.where, masked_fill_ or a product with a
-    bool mask each take two to five times as long on CPU (bool masks, type conversions).
-    """
-    return torch.ops.aten.threshold_backward(values, mask_source, 0)
-
-
-class _GatedStep(torch.autograd.Function):
-    """The Gated SAE's differentiable part, forward and backward by hand.
-
-    Returns latents f (N, F), recon = f W_dec + b_dec (N, d_in), the gate penalty
-    mean_n Σ_i ReLU(π_gate)_ni ||W_dec,i|| (a scalar) and via_gate = ReLU(π_gate) W_dec' + b_dec'
-    (N, d_in) with W_dec', b_dec' treated as constants unless `aux_trains_decoder`. Gradients are those autograd gives for
-    these formulas (the Heaviside gate passes none); a test checks them against autograd.
-    """
-
-    @staticmethod
-    def forward(ctx, x_scaled, W_enc, b_gate, r_mag, b_mag, W_dec, b_dec, aux_trains_decoder):  # noqa: ANN001, ANN205
-        centered = x_scaled - b_dec  # (N, d_in)
-        shared = centered @ W_enc  # (N, F): x (W ⊙ e) = (x W) ⊙ e serves both paths
-        magnitude_scale = r_mag.exp()  # (F,)
-        gate_acts = (shared + b_gate).relu_()  # (N, F); π_gate > 0 exactly where gate_acts > 0
-        # ReLU(π_mag) where the gate is open
-        latents = _where_positive(torch.addcmul(b_mag, shared, magnitude_scale).relu_(), gate_acts)
-        norms = W_dec.norm(dim=1)  # (F,)
-        recon = torch.addmm(b_dec, latents, W_dec)  # (N, d_in)
-        via_gate = torch.addmm(b_dec, gate_acts, W_dec)  # (N, d_in)
-        gate_penalty = (gate_acts @ norms).mean()
-        ctx.save_for_backward(centered, shared, magnitude_scale, gate_acts, latents, norms, W_enc, W_dec)
-        ctx.mark_non_differentiable(latents)
-        ctx.aux_trains_decoder = aux_trains_decoder
-        return latents, recon, gate_penalty, via_gate
-
-    @staticmethod
-    def backward(ctx, _grad_latents, grad_recon, grad_penalty, grad_via):  # noqa: ANN001, ANN205
-        centered, shared, magnitude_scale, gate_acts, latents, norms, W_enc, W_dec = ctx.saved_tensors
-        n = centered.shape[0]
-        if grad_recon is None:
-            grad_recon = torch.zeros_like(centered)
-        if grad_via is None:
-            grad_via = torch.zeros_like(centered)
-        if grad_penalty is None:
-            grad_penalty = torch.zeros((), dtype=centered.dtype, device=centered.device)
-        penalty_per_token = grad_penalty / n
-        # magnitude path: dL/dπ_mag where the latent is active
-        d_mag = _where_positive(grad_recon @ W_dec.T, latents)  # (N, F)
-        # gate path: the auxiliary reconstruction and the penalty, where the gate is open
-        d_gate = _where_positive(torch.addmm(norms * penalty_per_token, grad_via, W_dec.T), gate_acts)
-        grad_b_gate = d_gate.sum(dim=0)
-        grad_b_mag = d_mag.sum(dim=0)
-        grad_r_mag = (d_mag * shared).sum(dim=0) * magnitude_scale
-        d_shared = d_gate.addcmul_(d_mag, magnitude_scale)  # (N, F), reuses d_gate's memory
-        grad_W_enc = centered.T @ d_shared  # (d_in, F)
-        grad_centered = d_shared @ W_enc.T  # (N, d_in)
-        # W_dec: through recon, and through the norms in the penalty (via_gate holds it constant)
-        grad_W_dec = torch.addmm(
-            (gate_acts.sum(dim=0) * penalty_per_token / norms.clamp_min(_EPS))[:, None] * W_dec,
-            latents.T,
-            grad_recon,
-        )  # (F, d_in)
-        grad_b_dec = grad_recon.sum(dim=0) - grad_centered.sum(dim=0)
-        if ctx.aux_trains_decoder:
-            grad_W_dec.addmm_(gate_acts.T, grad_via)
-            grad_b_dec += grad_via.sum(dim=0)
-        return grad_centered, grad_W_enc, grad_b_gate, grad_r_mag, grad_b_mag, grad_W_dec, grad_b_dec, None
-
-
-class TopKSAE(SparseAutoencoder):
-    """TopK SAE (Gao et al. 2024): the k largest of (x̃ - b_dec) W_enc + b_enc, after ReLU.
-
-    Decoding goes through the k active rows only. AuxK: the top aux_k pre-activations among
-    dead latents reconstruct the main reconstruction's error e, loss
-        aux_coefficient · Σ||e - ê||² / Σ||e - mean(e)||²,
-    and 0 when no latent is dead. Gao et al. keep decoder rows unit norm: call
-    remove_parallel_gradient before and normalize_decoder after each optimiser step.
-    """
-
-    architecture = "topk"
-
-    def _topk(self, pre: Tensor) -> tuple[Tensor, Tensor]:
-        values, indices = pre.topk(self.config.k, dim=-1, sorted=False)  # (N, k), (N, k)
-        return F.relu(values), indices
-
-    def _pre_activations(self, x_scaled: Tensor) -> Tensor:
-        return torch.addmm(self.b_enc, self._centered(x_scaled), self.W_enc)  # (N, F), bias fused
-
-    def encode_sparse(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """(values (N, k), indices (N, k)) of the active latents of inputs in original units."""
-        return self._topk(self._pre_activations(self._scale_input(x)))
-
-    def _sparse_rows(self, values: Tensor, indices: Tensor) -> Tensor:
-        # Σ_j values[n, j] · W_dec[indices[n, j]] without an (N, F) @ (F, d_in) matmul
-        return F.embedding_bag(indices, self.W_dec, per_sample_weights=values, mode="sum")  # (N, d_in)
-
-    def decode_sparse(self, values: Tensor, indices: Tensor) -> Tensor:
-        """The reconstruction (N, d_in) in original units of sparse codes (N, k)."""
-        return (self._sparse_rows(values, indices) + self.b_dec) / self.input_scale
-
-    def _dense(self, values: Tensor, indices: Tensor) -> Tensor:
-        latents = values.new_zeros(values.shape[0], self.config.n_latents)
-        return latents.scatter(1, indices, values)  # (N, F)
-
-    def _encode_scaled(self, x_scaled: Tensor) -> Tensor:
-        return self._dense(*self._topk(self._pre_activations(x_scaled)))
-
-    def _forward_scaled(self, x_scaled: Tensor, dead_mask: Tensor | None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        pre = self._pre_activations(x_scaled)  # (N, F)
-        values, indices = self._topk(pre)  # (N, k)
-        recon = self._sparse_rows(values, indices) + self.b_dec  # (N, d_in)
-        zero = recon.new_zeros(())
-        dead = None if dead_mask is None else dead_mask.nonzero().squeeze(1)  # (n_dead,)
-        # AuxK only when some latent is dead: most steps of a healthy run skip it entirely
-        aux = zero if dead is None or len(dead) == 0 else self._auxk(pre, dead, (x_scaled - recon).detach())
-        return self._dense(values, indices), recon, zero, aux
-
-    def _fit_encoder_scale(self, x_scaled: Tensor) -> None:
-        # TopK only: on the gated demo SAEs the same rescaling left 21-60% of latents dead (against
-        # about 5% without it), so the L1 variants keep the plain W_dec-transpose start
-        self._least_squares_encoder_scale(x_scaled)
-
-    def _auxk(self, pre: Tensor, dead: Tensor, error: Tensor) -> Tensor:
-        # the top aux_k pre-activations among the dead latents' columns only
-        k_aux = min(self.config.aux_k, len(dead))
-        aux_values, aux_positions = pre[:, dead].topk(k_aux, dim=-1, sorted=False)  # (N, k_aux)
-        error_hat = self._sparse_rows(F.relu(aux_values), dead[aux_positions])  # (N, d_in), no bias: e has none
-        # normalised by the error's variance so the loss does not fade as the main error shrinks
-        variance = (error - error.mean(dim=0)).pow(2).sum().clamp_min(_EPS)
-        return self.config.aux_coefficient * (error_hat - error).pow(2).sum() / variance
-
-
-_VARIANTS: dict[str, type[SparseAutoencoder]] = {cls.architecture: cls for cls in (GatedSAE, ReluSAE, TopKSAE)}
+_VARIANTS: dict[str, type[SparseAutoencoder]] = {}  # filled as each variant's module defines it
 
 
 def make_sae(config: SAEConfig) -> SparseAutoencoder:
     """A freshly initialised SAE of the architecture `config` names."""
     return _VARIANTS[config.architecture](config)
+
+
+def load_model_and_sae(inputs: Mapping[str, str | Path]) -> tuple[GPT, SparseAutoencoder]:
+    """A rule's model (inputs model_weights, model_config) and its SAE (input sae_weights)."""
+    sae = SparseAutoencoder.load(Path(inputs["sae_weights"]).parent)
+    return load_model(inputs["model_weights"], inputs["model_config"]), sae

@@ -8,22 +8,27 @@ three activation sites where a sparse autoencoder reads or is spliced in:
     resid_post  the residual stream leaving block `layer` (= resid_pre of block layer + 1)
 
 The architecture is exactly Hugging Face's `GPT2LMHeadModel` with exact GELU and no
-dropout, so `featscale.hf_export` can write a checkpoint that GPT-2 tools load and that
+dropout, so `featscale.models.export` can write a checkpoint that GPT-2 tools load and that
 computes the same logits. Training lives elsewhere.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange
+from safetensors.torch import load_file
 from torch import Tensor, nn
+
+from featscale.config import Record, non_embedding_params
 
 SITES = ("resid_pre", "mlp_out", "resid_post")
 LAYER_NORM_EPS = 1e-5  # GPT-2's value; hf_export writes it into the checkpoint's config
@@ -33,7 +38,7 @@ Intervention = Callable[[Tensor], Tensor]
 
 
 @dataclass
-class GPTConfig:
+class GPTConfig(Record):
     vocab_size: int
     context: int  # the most positions the model has embeddings for
     width: int  # d_model
@@ -58,22 +63,8 @@ class GPTConfig:
 
     @property
     def non_embedding_params(self) -> int:
-        """The N of the scaling laws: 4·width² for attention + 8·width² for the MLP, per layer.
-
-        Biases and LayerNorm gains are left out by convention (Kaplan et al. 2020).
-        """
-        return 12 * self.n_layers * self.width**2
-
-    def to_dict(self) -> dict[str, int]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> GPTConfig:
-        names = {field.name for field in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ValueError(f"unknown GPTConfig keys {unknown}; expected {sorted(names)}")
-        return cls(**data)
+        """The N of the scaling laws (featscale.config.non_embedding_params)."""
+        return non_embedding_params(self.n_layers, self.width)
 
 
 class ModelOutput(NamedTuple):
@@ -256,3 +247,10 @@ class GPT(nn.Module):
             if stop_at == (layer, "resid_post"):
                 return x
         return x
+
+
+def load_model(weights: str | Path, config: str | Path) -> GPT:
+    """A trained model from its safetensors weights and its config.json (featscale.models.train writes both)."""
+    model = GPT(GPTConfig.from_dict(json.loads(Path(config).read_text())["model"]))
+    model.load_state_dict(load_file(str(weights)))
+    return model

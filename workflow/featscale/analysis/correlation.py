@@ -24,8 +24,10 @@ This module is the one home of the output format, `correlations/{sae}/{a}__{b}.z
                                   counted B latents and that B latent's id (and b/ the reverse)
     matrix                        (n_counted_a, n_counted_b) r, rows and columns in the order
                                   of a/latent and b/latent (absent when matrix dtype is "none")
-    attrs                         format, models, n_tokens, min_count, counted and excluded
-                                  (dead, rare) latents of each side, block sizes
+    attrs                         format, a, b (the models), sae, n_tokens, min_count,
+                                  a_counted, a_dead, a_rare, b_counted, b_dead, b_rare (latents
+                                  counted and excluded on each side), block_latents, token_chunk,
+                                  matrix_dtype, shift (0, or the shifted-token null's shift)
 """
 
 from __future__ import annotations
@@ -44,8 +46,9 @@ import numpy as np
 import zarr
 from scipy import sparse
 
-from featscale.features import FeatureStore, open_features
-from featscale.runtime import write_atomically
+from featscale.config import CorrelationSettings
+from featscale.features.store import FeatureStore, open_features
+from featscale.io import write_atomically
 
 FORMAT = "featscale.correlations/1"
 MATRIX_DTYPES = ("float16", "float32", "float64", "none")
@@ -189,29 +192,25 @@ def _correlate_block(job: _Job) -> tuple[int, np.ndarray, np.ndarray, np.ndarray
     return (job.lo, row_max, row_best, col_max, col_best + job.lo)
 
 
-class Correlations(NamedTuple):
-    """What correlate() returns besides the store: the attrs it wrote."""
-
-    attrs: dict[str, Any]
-
-
 def correlate(
     a_path: str | Path,
     b_path: str | Path,
     out: str | Path,
-    min_count: int = 10,
-    block_latents: int = 2048,
-    token_chunk: int = 1 << 18,
-    matrix_dtype: str = "float16",
+    settings: CorrelationSettings,
+    *,
     workers: int = 1,
-    attrs: Mapping[str, Any] | None = None,
     shift: int = 0,
+    attrs: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Exact Pearson correlations between the latents of two feature stores, written to `out`.
 
-    `shift` > 0 pairs A's token t with B's token (t + shift) mod n instead: a null that keeps
-    every latent's firing count and temporal structure but breaks the token correspondence.
+    `settings`: min_count, block and chunk sizes, the matrix dtype ("none": only each latent's
+    max and partner are stored). `shift` > 0 pairs A's token t with B's token (t + shift) mod n:
+    a null that keeps every latent's firing count and temporal structure but breaks the token
+    correspondence.
     """
+    min_count, block_latents, token_chunk = settings.min_count, settings.block_latents, settings.token_chunk
+    matrix_dtype = settings.matrix_dtype
     if matrix_dtype not in MATRIX_DTYPES:
         raise ValueError(f"matrix dtype {matrix_dtype!r}: use one of {', '.join(MATRIX_DTYPES)}")
     a, b = open_features(a_path), open_features(b_path)
@@ -278,6 +277,21 @@ def correlate(
 
     write_atomically(out, write)
     return meta
+
+
+def run_correlate(
+    a: str | Path,
+    b: str | Path,
+    out: str | Path,
+    correlation: CorrelationSettings,
+    *,
+    workers: int,
+    shift_fraction: float = 0.0,
+) -> dict[str, Any]:
+    """Rules correlate and its controls: `correlate` of the stores `a` and `b`, with the shifted-token
+    null's shift given as a fraction of the tokens (0: the real correlation)."""
+    shift = int(shift_fraction * open_features(a).n_tokens)
+    return correlate(a, b, out, correlation, workers=workers, shift=shift)
 
 
 def _run(jobs: list[_Job], workers: int):

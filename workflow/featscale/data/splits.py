@@ -10,17 +10,16 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from featscale import corpus
-from featscale.config import SPLITS
+from featscale.config import SPLITS, CorpusSettings, SplitFractions
+from featscale.data import corpus
 
 Document = str | list[int]
 
 
-def document_split(document: Document, seed: int, fractions: Mapping[str, float]) -> str:
+def document_split(document: Document, seed: int, fractions: SplitFractions | Mapping[str, float]) -> str:
     """The split of one document: a uniform draw from its seeded hash, cut at the fractions."""
     if isinstance(document, str):
         content = document.encode("utf-8")
@@ -36,36 +35,36 @@ def document_split(document: Document, seed: int, fractions: Mapping[str, float]
     return SPLITS[-1]  # fractions sum to 1 up to rounding
 
 
-def corpus_documents(data: Mapping[str, Any], archive: Path | None = None) -> Iterator[Document]:
+def corpus_documents(settings: CorpusSettings, archive: Path | None = None) -> Iterator[Document]:
     """The raw documents of the configured source (`archive`: the embedded corpus, fetched)."""
-    source = data["source"]
+    source = settings.source
     if source == "synthetic":
         # the generator's seed is fixed: the corpus is data, the run's seed only splits it
-        yield from corpus.synthetic_documents(data["synthetic"]["documents"], seed=0)
+        yield from corpus.synthetic_documents(settings.synthetic.documents, seed=0)
     elif source == "embedded":
         if archive is None:
             raise ValueError("the embedded corpus must be fetched first (rule fetch_corpus)")
-        yield from corpus.embedded_documents(archive, unit=data["embedded"]["unit"])
+        yield from corpus.embedded_documents(archive, unit=settings.embedded.unit)
     elif source == "files":
-        files = data["files"]
-        yield from corpus.file_documents(files["paths"], files["format"], files["text_field"])
+        files = settings.files
+        yield from corpus.file_documents(list(files.paths), files.format, files.text_field)
     elif source == "hub":
-        hub = data["hub"]
+        hub = settings.hub
         yield from corpus.hub_documents(
-            hub["path"], hub["name"], hub["revision"], hub["split"],
-            hub["text_field"], hub["token_field"], hub["streaming"],
+            hub.path, hub.name, hub.revision, hub.split, text_field=hub.text_field, token_field=hub.token_field,
+            streaming=hub.streaming,
         )
     else:
         raise ValueError(f"unknown data.source {source!r}")
 
 
 def split_documents(
-    data: Mapping[str, Any],
+    settings: CorpusSettings,
     seed: int,
     archive: Path | None = None,
     stats: dict[str, int] | None = None,
 ) -> Iterator[tuple[str, Document]]:
     """(split, document) for every non-empty, first-seen document of the corpus, in corpus order."""
-    documents = corpus.clean_documents(corpus_documents(data, archive), stats=stats)
+    documents = corpus.clean_documents(corpus_documents(settings, archive), stats=stats)
     for document in documents:
-        yield document_split(document, seed, data["split_fractions"]), document
+        yield document_split(document, seed, settings.split_fractions), document

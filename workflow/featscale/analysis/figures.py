@@ -8,7 +8,7 @@ temporary file either).
 
 Inputs are pandas DataFrames (or numpy arrays) with the columns each function names; a
 missing column is a ValueError that names it. Models are named `w256` or `w256-s1`
-(featscale.config.model_name) and always appear narrowest first, then by seed.
+(featscale.names.model_name) and always appear narrowest first, then by seed.
 
 Read top to bottom:
 
@@ -25,6 +25,7 @@ Read top to bottom:
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -44,9 +45,10 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FormatStrFormatter
 from scipy import ndimage, stats
 
-from featscale.config import parse_model_name
-from featscale.runtime import write_atomically
-from featscale.universality import pearson_r
+from featscale.analysis.scaling import scaling_fits_from_json
+from featscale.analysis.statistics import pearson_r
+from featscale.io import write_atomically
+from featscale.names import ordered, parse_model_name, width_of
 
 log = logging.getLogger(__name__)
 
@@ -93,12 +95,12 @@ def _require(frame: Any, columns: Iterable[str], what: str) -> pd.DataFrame:
 
 def _ordered_models(names: Iterable[str]) -> list[str]:
     """Unique model names, narrowest first, then by seed (w96 < w128 < w128-s1)."""
-    return sorted(set(names), key=parse_model_name)
+    return ordered(set(names))
 
 
 def _width_styles(models: Sequence[str]) -> dict[str, tuple[Any, str]]:
     """(colour, line style) per model: colour by width on a sequential palette, dashes by seed."""
-    widths = sorted({parse_model_name(m)[0] for m in models})
+    widths = sorted({width_of(m) for m in models})
     palette = sns.color_palette("crest", n_colors=max(len(widths), 2))[-len(widths) :]
     colour = dict(zip(widths, palette, strict=True))
     styles = {}
@@ -373,7 +375,7 @@ def build_universality_pair(
 
     points: DataFrame with columns relative_importance and max_similarity. fit: a row of
     the fits table (a Series or mapping with b, c, pearson_r, optionally a), or a fit
-    object from featscale.universality (TalkCurveFit, TalkCompatibleFit), whose r is then
+    object from featscale.analysis.fits (TalkCurveFit, TalkCompatibleFit), whose r is then
     computed from the finite points drawn.
     """
     _require(points, ("relative_importance", "max_similarity"), "points")
@@ -550,8 +552,8 @@ def build_features_by_width(measures: pd.DataFrame) -> Figure:
     """
     _require(measures, ("model", "width", *MEASURES), "measures")
     for model, width in zip(measures["model"], measures["width"], strict=True):
-        if parse_model_name(model)[0] != width:
-            raise ValueError(f"measures says model {model} has width {width}, its name says {parse_model_name(model)[0]}")
+        if width_of(model) != width:
+            raise ValueError(f"measures says model {model} has width {width}, its name says {width_of(model)}")
     widths = sorted(set(measures["width"].astype(int)))
     with _new_figure(ncols=len(MEASURES), figsize=(3.0 * len(MEASURES), 3.2), squeeze=False) as (figure, axes):
         for ax, (column, label) in zip(axes[0], MEASURES.items(), strict=True):
@@ -682,3 +684,63 @@ def null_distributions(
 ) -> Path:
     """Draw `build_null_distributions` to `path` (PNG); return the path."""
     return save_figure(build_null_distributions(real, null, title, ceiling), path)
+
+
+# --- the rule --------------------------------------------------------------------------------
+
+
+def run_figures(inputs: Mapping[str, str | Path], outputs: Mapping[str, str | Path]) -> None:
+    """Rule figures: every figure of one SAE spec from its tables (`inputs`: points, pairs, controls,
+    losses, budget, widths, scaling, scaling_fits; `outputs`: one path per figure, and the folders
+    pairs and nulls)."""
+    points = pd.read_parquet(inputs["points"])
+    pairs = pd.read_csv(inputs["pairs"])
+    controls = pd.read_csv(inputs["controls"])
+    # the same-width seed replicate's mean max similarity: a ceiling line in the source's other panels
+    ceilings = {(row.source, row.target): row.ceiling_mean for row in controls.itertuples()
+                if not row.same_width_replicate and np.isfinite(row.ceiling_mean)}
+    replicates = [(row.source, row.target) for row in controls.itertuples() if row.same_width_replicate]
+    for mask, name in (("all", "grid"), ("masked", "grid_masked")):
+        chosen = points if mask == "all" else points[~points["collapsed"]]
+        panels = {key: group for key, group in chosen.groupby(["source", "target"])}
+        universality_grid(panels, pairs[pairs["mask"] == mask], outputs[name], replicate_pairs=replicates,
+                          reference_lines=ceilings)
+    write_atomically(outputs["nulls"], lambda folder: _null_figures(points, ceilings, folder))
+    write_atomically(outputs["pairs"], lambda folder: _pair_figures(points, pairs, ceilings, folder))
+    losses = pd.read_csv(inputs["losses"])
+    reconstructed_losses(losses, outputs["losses"])
+    budget = pd.read_csv(inputs["budget"])
+    keep = budget[budget["kind"] == "keep"].copy()
+    baselines = budget[budget["kind"].isin(["spliced", "clean"])].pivot(index="model", columns="kind", values="loss")
+    keep["full_sae_loss"] = keep["model"].map(baselines["spliced"])
+    keep["clean_loss"] = keep["model"].map(baselines["clean"])
+    feature_budget_curves(keep, outputs["budget"])
+    ablation_curves(budget[budget["kind"].isin(ABLATION_KINDS)], outputs["ablation"])
+    features_by_width(pd.read_csv(inputs["widths"]), outputs["widths"])
+    fits = scaling_fits_from_json(json.loads(Path(inputs["scaling_fits"]).read_text()))
+    scaling_law(pd.read_csv(inputs["scaling"]), fits, outputs["scaling"])
+
+
+def _null_figures(points: pd.DataFrame, ceilings: Mapping[tuple[str, str], float], folder: Path) -> None:
+    folder.mkdir()
+    columns = {"shifted-token null": "null_max_similarity", "untrained-model null": "untrained_max_similarity"}
+    columns = {label: column for label, column in columns.items()
+               if column in points and points[column].notna().any()}
+    if not columns:
+        (folder / "README.txt").write_text("controls.shifted_null and controls.untrained_null are off: "
+                                           "no null was computed.\n")
+        return
+    for (source, target), group in points.groupby(["source", "target"]):
+        title = f"{source} → {target}: real and {'nulls' if len(columns) > 1 else 'null'}"
+        null_distributions(group["max_similarity"].to_numpy(),
+                           {label: group[column].to_numpy() for label, column in columns.items()},
+                           folder / f"{source}__{target}.png", title=title, ceiling=ceilings.get((source, target)))
+
+
+def _pair_figures(points: pd.DataFrame, pairs: pd.DataFrame, ceilings: Mapping[tuple[str, str], float],
+                  folder: Path) -> None:
+    folder.mkdir()
+    fits = pairs[pairs["mask"] == "all"].set_index(["source", "target"])
+    for (source, target), group in points.groupby(["source", "target"]):
+        universality_pair(group, fits.loc[(source, target)], folder / f"{source}__{target}.png",
+                          title=f"{source} → {target}", reference=ceilings.get((source, target)))

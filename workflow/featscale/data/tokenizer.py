@@ -1,18 +1,11 @@
-"""The run's tokenizer: a byte-level BPE learned offline on the train split, or GPT-2's."""
+"""The run's tokenizer: a byte-level BPE learned offline, or GPT-2's; its end-of-text token."""
 
 from __future__ import annotations
 
-import hashlib
-import itertools
 import logging
-from collections.abc import Iterable, Mapping
-from pathlib import Path
-from typing import Any
+from collections.abc import Iterable
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-from featscale.runtime import write_atomically
-from featscale.splits import split_documents
 
 EOT = "<|endoftext|>"
 log = logging.getLogger(__name__)
@@ -50,30 +43,3 @@ def eot_id(tokenizer: Tokenizer) -> int:
     if token_id is None:
         raise ValueError(f"the tokenizer has no end-of-text token {EOT!r}")
     return token_id
-
-
-def file_sha256(path: str | Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-def build_tokenizer(
-    data: Mapping[str, Any],
-    tokenizer_config: Mapping[str, Any],
-    seed: int,
-    out: str | Path,
-    archive: Path | None = None,
-) -> None:
-    """Make the run's tokenizer and save it as `out` (tokenizer.json), written atomically."""
-    if tokenizer_config["kind"] == "gpt2":
-        tokenizer = gpt2_tokenizer()
-    else:
-        limit = tokenizer_config["train_documents"]
-        texts = (
-            document
-            for split, document in split_documents(data, seed, archive)
-            if split == "train"  # val and analysis stay unseen, by the tokenizer too
-        )
-        tokenizer = train_bpe(itertools.islice(texts, limit), tokenizer_config["vocab_size"])
-        log.info("trained a BPE of %d tokens on at most %d train documents", tokenizer.get_vocab_size(), limit)
-    eot_id(tokenizer)  # refuse a tokenizer without end-of-text before saving it
-    write_atomically(out, lambda partial: tokenizer.save(str(partial)))

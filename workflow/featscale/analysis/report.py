@@ -16,9 +16,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from featscale.config import parse_model_name
-from featscale.runtime import write_atomically
-from featscale.study import pair_r_table
+from featscale.analysis.tables import pair_r_table
+from featscale.config import ReportSettings
+from featscale.io import write_text
+from featscale.names import ordered, width_of
 
 TALK_ALPHA = {"clean": 0.079, "spliced": 0.088}
 
@@ -39,7 +40,7 @@ def markdown_table(frame: pd.DataFrame, digits: int = 4) -> str:
 
 
 def _order(models: Sequence[str]) -> list[str]:
-    return sorted(models, key=parse_model_name)
+    return ordered(models)
 
 
 def universality_findings(pairs: pd.DataFrame) -> list[str]:
@@ -67,9 +68,9 @@ def universality_findings(pairs: pd.DataFrame) -> list[str]:
     chosen = pairs[pairs["mask"] == "all"]
     if not chosen.empty:
         wider = [row for row in chosen.itertuples()
-                 if parse_model_name(row.target)[0] > parse_model_name(row.source)[0]]
+                 if width_of(row.target) > width_of(row.source)]
         narrower = [row for row in chosen.itertuples()
-                    if parse_model_name(row.target)[0] < parse_model_name(row.source)[0]]
+                    if width_of(row.target) < width_of(row.source)]
         if wider and narrower:
             lines.append(
                 f"Matched into a wider model, latents reach a mean max similarity of "
@@ -135,11 +136,10 @@ def width_findings(widths: pd.DataFrame, architecture: str) -> list[str]:
     return lines
 
 
-def control_findings(controls: pd.DataFrame, config: Mapping[str, Any]) -> list[str]:
+def control_findings(controls: pd.DataFrame, null_percentile: float) -> list[str]:
     """Where the real curves stand between the nulls (shifted tokens, untrained model) and the
     ceilings (same width and another model seed, same model and another SAE seed)."""
-    settings = config["controls"]
-    percentile = f"{settings['null_percentile']:g}th percentile"
+    percentile = f"{null_percentile:g}th percentile"
     lines = []
     kind = controls["kind"]
     has_null = controls["null_mean"].notna().any()
@@ -215,30 +215,30 @@ def scaling_findings(fits: Mapping[str, Mapping[str, float]]) -> list[str]:
     return lines or ["Fewer than two widths: no scaling fit."]
 
 
-def deviations(config: Mapping[str, Any]) -> pd.DataFrame:
+def deviations(settings: ReportSettings) -> pd.DataFrame:
     """Where this run differs from the authors' setup, and whether a config key switches it."""
-    features, correlation, analysis = config["features"], config["correlation"], config["analysis"]
+    features, analysis = settings.features, settings.analysis
     rows = [
         ("tokens correlated", "2,560 random windows of 512 train tokens",
-         f"{features['tokens']:,} tokens of the {features['split']} split"
-         + (" (consecutive held-out windows)" if features["split"] == "analysis" else " (random windows)"),
+         f"{features.tokens:,} tokens of the {features.split} split"
+         + (" (consecutive held-out windows)" if features.split == "analysis" else " (random windows)"),
          "yes: features.split, features.tokens"),
-        ("position 0", "included", "included" if features["include_position_0"] else "excluded",
+        ("position 0", "included", "included" if features.include_position_0 else "excluded",
          "yes: features.include_position_0"),
         ("dead latents", "correlated (running covariance started at 1: dead pairs at r = 1.0)",
          "excluded and counted (r undefined)", "no: r of a constant is undefined"),
-        ("rare latents", "kept", f"latents active on < {correlation['min_count']} tokens excluded and counted",
+        ("rare latents", "kept", f"latents active on < {settings.min_count} tokens excluded and counted",
          "yes: correlation.min_count (1 keeps all but the dead)"),
-        ("collapsed-latent mask", "hand-picked clusters", f"automatic: cosine ≥ {analysis['collapsed_threshold']} with "
-         f"≥ {analysis['collapsed_min_neighbours']} others; tables with and without",
+        ("collapsed-latent mask", "hand-picked clusters", f"automatic: cosine ≥ {analysis.collapsed_threshold} with "
+         f"≥ {analysis.collapsed_min_neighbours} others; tables with and without",
          "yes: analysis.collapsed_threshold, analysis.collapsed_min_neighbours"),
         ("fit", "a(1 − e^(−b(x−c))), bounds, KDE weights, first converging start",
          "1 − e^(−b(x−c)), unweighted, best of several starts"
-         + ("; the authors' fit alongside" if analysis["talk_compatible"] else ""),
+         + ("; the authors' fit alongside" if analysis.talk_compatible else ""),
          "yes: analysis.talk_compatible"),
         ("corpus and models", "OpenWebText, GPT-2 tokenizer, context 512, 8 layers",
-         f"{config['data']['source']} corpus, {config['tokenizer']['kind']} tokenizer, context "
-         f"{config['models']['context']}, {config['models']['n_layers']} layers",
+         f"{settings.corpus_source} corpus, {settings.tokenizer_kind} tokenizer, context "
+         f"{settings.models.context}, {settings.models.n_layers} layers",
          "yes: data, tokenizer, models"),
     ]
     return pd.DataFrame(rows, columns=["what", "authors", "this run", "switchable"])
@@ -246,18 +246,18 @@ def deviations(config: Mapping[str, Any]) -> pd.DataFrame:
 
 def write_study_report(
     out: str | Path,
-    config: Mapping[str, Any],
+    settings: ReportSettings,
     tables: Mapping[str, Mapping[str, Path]],
 ) -> None:
     """report.md from each SAE spec's analysis tables (`tables[sae][name]` paths)."""
     out = Path(out)
-    lines = [f"# How features change with width: run `{config['run']}`", ""]
-    models = config["models"]
-    lines += [f"Models: widths {', '.join(map(str, sorted(models['widths'])))}, {models['n_layers']} layers, "
-              f"context {models['context']}, {config['training']['tokens']:,} training tokens each. "
-              f"Features: {config['features']['tokens']:,} tokens of the {config['features']['split']} split.", ""]
+    lines = [f"# How features change with width: run `{settings.run}`", ""]
+    models, features = settings.models, settings.features
+    lines += [f"Models: widths {', '.join(map(str, sorted(models.widths)))}, {models.n_layers} layers, "
+              f"context {models.context}, {settings.training_tokens:,} training tokens each. "
+              f"Features: {features.tokens:,} tokens of the {features.split} split.", ""]
     for sae, paths in tables.items():
-        spec = config["saes"][sae]
+        spec = settings.saes[sae]
         pairs = pd.read_csv(paths["pairs"])
         losses = pd.read_csv(paths["losses"])
         widths = pd.read_csv(paths["widths"])
@@ -267,8 +267,8 @@ def write_study_report(
         controls = pd.read_csv(paths["controls"])
         figures = Path(paths["figures"])
         rel = lambda name: (figures / name).relative_to(out.parent).as_posix()  # noqa: E731
-        lines += [f"## SAE spec `{sae}`: {spec['architecture']}, {spec['n_latents']:,} latents at "
-                  f"layer {spec['layer']} {spec['site']}", ""]
+        lines += [f"## SAE spec `{sae}`: {spec.architecture}, {spec.n_latents:,} latents at "
+                  f"layer {spec.layer} {spec.site}", ""]
         lines += ["### SAE quality (held-out val tokens)", "", markdown_table(losses.drop(columns="width")), ""]
         lines += ["### Importance against universality", "",
                   "Pearson r(relative importance, max similarity), rows: source, columns: target; "
@@ -282,13 +282,13 @@ def write_study_report(
         fitted = with_intervals(pairs, ["spearman_rho", "b", "c", "authors_a", "authors_b", "authors_c"])
         lines += ["Fits per ordered pair (the talk's y = 1 − e^(−b(x−c)); authors_*: their weighted, bounded fit; "
                   "_error: the fit's standard error; [low, high]: "
-                  f"{config['analysis']['confidence']:.0%} bootstrap interval over latents):",
+                  f"{settings.analysis.confidence:.0%} bootstrap interval over latents):",
                   "", markdown_table(fitted[columns]), ""]
         lines += ["### Latents", "", markdown_table(census), ""]
         lines += ["### Feature budget", ""] + [f"- {line}" for line in
-                                               budget_findings(budget, widths, config["feature_budget"]["recovery"])]
+                                               budget_findings(budget, widths, settings.recovery)]
         lines += ["", "### Do wider models store more features?", "", markdown_table(widths), ""]
-        lines += [f"- {line}" for line in width_findings(widths, spec["architecture"])] + [""]
+        lines += [f"- {line}" for line in width_findings(widths, spec.architecture)] + [""]
         lines += ["### Scaling", ""] + [f"- {line}" for line in scaling_findings(fits)] + [""]
         lines += ["### Controls", "", "Per ordered pair (kind pair, or model_seed for a same-width seed "
                   "replicate): r, the real mean max similarity, the mean of each null (null_*: shifted tokens; "
@@ -297,9 +297,27 @@ def write_study_report(
                   "from the shifted null (0) to that ceiling (1). Kind sae_seed: a model's SAE against a second SAE "
                   "of the same spec but its seed, the ceiling that SAE training noise leaves.",
                   "", markdown_table(controls), ""]
-        lines += [f"- {line}" for line in control_findings(controls, config)] + [""]
+        lines += [f"- {line}" for line in control_findings(controls, settings.null_percentile)] + [""]
         lines += ["### Figures", ""] + [f"![{name}]({rel(name)})" for name in (
             "universality_grid.png", "universality_grid_masked.png", "reconstructed_losses.png",
             "feature_budget.png", "ablation.png", "features_by_width.png", "scaling_law.png")] + [""]
-    lines += ["## Deviations from the authors' setup", "", markdown_table(deviations(config)), ""]
-    write_atomically(out, lambda path: path.write_text("\n".join(lines)))
+    lines += ["## Deviations from the authors' setup", "", markdown_table(deviations(settings)), ""]
+    write_text(out, "\n".join(lines))
+
+
+TABLES = ("pairs", "census", "controls", "losses", "widths", "scaling_fits", "budget")
+
+
+def run_study_report(inputs: Mapping[str, Sequence[str | Path]], out: str | Path, settings: ReportSettings) -> None:
+    """Rule study_report: report.md from the tables of every SAE spec.
+
+    `inputs`: for each of TABLES a list of paths, one per spec, each in the spec's own folder
+    (analysis/{sae}/), and `figures`: a figure in each spec's figures folder (figures/{sae}/).
+    """
+    tables: dict[str, dict[str, Path]] = {sae: {} for sae in settings.saes}
+    for name in TABLES:
+        for path in map(Path, inputs[name]):
+            tables[path.parent.name][name] = path
+    for path in map(Path, inputs["figures"]):
+        tables[path.parent.name]["figures"] = path.parent
+    write_study_report(out, settings, tables)

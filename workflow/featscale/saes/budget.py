@@ -14,7 +14,8 @@ analysis tokens, never from the windows the loss is measured on.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -22,9 +23,15 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from featscale.model import GPT
-from featscale.runtime import autocast
-from featscale.sae import SparseAutoencoder
+from featscale.config import BudgetSettings, SAESpec
+from featscale.data.sampler import heldout_windows
+from featscale.data.token_store import open_split
+from featscale.execution.devices import autocast, pick_device
+from featscale.features.store import open_features, tokens_sha256
+from featscale.io import write_frame
+from featscale.models.gpt import GPT
+from featscale.saes.base import SparseAutoencoder, load_model_and_sae
+from featscale.seeds import stream_rng
 
 log = logging.getLogger(__name__)
 
@@ -45,14 +52,7 @@ def keep_grid(n_latents: int, points: int) -> list[int]:
     return [int(n) for n in grid]
 
 
-def budget_variants(
-    importance: np.ndarray,
-    count: np.ndarray,
-    percents: Sequence[float],
-    random_draws: int,
-    keep_points: int,
-    seed: int,
-) -> list[Variant]:
+def budget_variants(importance: np.ndarray, count: np.ndarray, budget: BudgetSettings, run_seed: int) -> list[Variant]:
     """Every point of both views for one SAE; random draws are seeded, the same for every width."""
     n = len(importance)
     by_importance = np.argsort(-importance, kind="stable")  # most important first
@@ -69,18 +69,37 @@ def budget_variants(
         keep[order] = False
         return keep
 
-    rng = np.random.default_rng([seed, 7])
-    for percent in percents:
+    rng = stream_rng(run_seed, "budget_draws")
+    for percent in budget.percents:
         removed = int(round(n * percent / 100))
         variants.append(Variant("top", percent, n - removed, 0, without(by_importance[:removed])))
         variants.append(Variant("frequent", percent, n - removed, 0, without(by_frequency[:removed])))
-        for draw in range(random_draws):
+        for draw in range(budget.random_draws):
             variants.append(Variant("random", percent, n - removed, draw, without(rng.permutation(n)[:removed])))
-    for kept in keep_grid(n, keep_points):
+    for kept in keep_grid(n, budget.keep_points):
         keep = np.zeros(n, dtype=bool)
         keep[by_importance[:kept]] = True
         variants.append(Variant("keep", np.nan, kept, 0, keep))
     return variants
+
+
+def run_feature_budget(
+    inputs: Mapping[str, str | Path], out: str | Path, *, model: str, spec: SAESpec, budget: BudgetSettings,
+    run_seed: int, batch_size: int, device: str,
+) -> pd.DataFrame:
+    """Rule feature_budget: the budget table (CSV) of model `model`'s SAE on the first budget.tokens of
+    val. `inputs`: tokens, model_weights, model_config, sae_weights, features (its feature
+    store, whose importance and firing counts rank the latents)."""
+    gpt, autoencoder = load_model_and_sae(inputs)
+    store = open_features(inputs["features"])
+    variants = budget_variants(store.stat("importance"), store.stat("count"), budget, run_seed)
+    windows = heldout_windows(open_split(inputs["tokens"], "val"), budget.tokens, gpt.config.context)
+    table = feature_budget(gpt, autoencoder, windows, variants, layer=spec.layer, site=spec.site,
+                           first_position=spec.first_position, batch_size=batch_size, device=pick_device(device))
+    table.insert(0, "model", model)
+    table["tokens_sha256"] = tokens_sha256(windows)  # the same val windows for every width
+    write_frame(out, table)
+    return table
 
 
 @torch.no_grad()
@@ -88,10 +107,11 @@ def feature_budget(
     model: GPT,
     sae: SparseAutoencoder,
     windows: np.ndarray,
+    variants: Sequence[Variant],
+    *,
     layer: int,
     site: str,
     first_position: int,
-    variants: Sequence[Variant],
     batch_size: int,
     device: torch.device,
 ) -> pd.DataFrame:
@@ -138,27 +158,3 @@ def feature_budget(
     log.info("feature budget: %d variants on %d predictions; clean %.4f, spliced %.4f, zero %.4f",
              len(variants), count, *(table.loc[table.kind == k, "loss"].iloc[0] for k in ("clean", "spliced", "zero")))
     return table
-
-
-def features_for_recovery(table: pd.DataFrame, share: float) -> float:
-    """The smallest N whose loss recovers `share` of the full SAE's recovery over zero ablation.
-
-    Recovery of N = (L_zero − L_N) / (L_zero − L_spliced); N is interpolated linearly in
-    log N between grid points. NaN if the full SAE recovers nothing.
-    """
-    zero = float(table.loc[table.kind == "zero", "loss"].iloc[0])
-    full = float(table.loc[table.kind == "spliced", "loss"].iloc[0])
-    if not zero > full:
-        return float("nan")
-    keep = table[table.kind == "keep"].sort_values("n_features")
-    n = keep["n_features"].to_numpy(dtype=float)
-    recovery = (zero - keep["loss"].to_numpy()) / (zero - full)
-    above = np.flatnonzero(recovery >= share)
-    if len(above) == 0:
-        return float("nan")
-    i = above[0]
-    if i == 0:
-        return float(n[0])
-    # between grid points i - 1 (below share) and i (at or above): interpolate in log N
-    fraction = (share - recovery[i - 1]) / (recovery[i] - recovery[i - 1])
-    return float(np.exp(np.log(n[i - 1]) + fraction * (np.log(n[i]) - np.log(n[i - 1]))))

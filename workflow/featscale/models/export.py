@@ -1,4 +1,4 @@
-"""Write a trained `featscale.model.GPT` as a Hugging Face `transformers` GPT-2 checkpoint.
+"""Write a trained `featscale.models.gpt.GPT` as a Hugging Face `transformers` GPT-2 checkpoint.
 
 The folder (config.json + model.safetensors) loads with
 `transformers.GPT2LMHeadModel.from_pretrained(folder)` and gives our logits, so the
@@ -9,15 +9,16 @@ the config is written by hand, every key that changes GPT-2's computation set ex
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import save_file
+from tokenizers import Tokenizer
 
-from featscale.model import GPT, INIT_STD, LAYER_NORM_EPS
+from featscale.data.tokenizer import eot_id
+from featscale.io import write_atomically
+from featscale.models.gpt import GPT, INIT_STD, LAYER_NORM_EPS, load_model
 
 
 def hf_config(model: GPT, eos_token_id: int | None = None) -> dict[str, Any]:
@@ -81,27 +82,18 @@ def hf_state_dict(model: GPT) -> dict[str, torch.Tensor]:
     return {name: t.detach().to("cpu", copy=True).contiguous() for name, t in tensors.items()}
 
 
-def export_hf(model: GPT, out_dir: Path, *, eos_token_id: int | None = None) -> None:
-    """Write `model` to `out_dir` as a GPT-2 checkpoint, replacing any folder there.
+def export_hf(model: GPT, out_dir: str | Path, *, eos_token_id: int | None = None) -> Path:
+    """Write `model` to `out_dir` as a GPT-2 checkpoint, replacing any folder there, atomically."""
 
-    The files are written to a temporary sibling folder and renamed into place, so a
-    crash never leaves a half-written checkpoint where a reader expects a whole one.
-    """
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")  # same filesystem: rename is atomic
-    shutil.rmtree(tmp, ignore_errors=True)  # left by an earlier crash of a process with our pid
-    tmp.mkdir()
-    try:
-        (tmp / "config.json").write_text(json.dumps(hf_config(model, eos_token_id), indent=2) + "\n")
-        save_file(hf_state_dict(model), tmp / "model.safetensors", metadata={"format": "pt"})
-        if out_dir.exists():
-            old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-            out_dir.rename(old)
-            tmp.rename(out_dir)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    def write(folder: Path) -> None:
+        folder.mkdir()
+        (folder / "config.json").write_text(json.dumps(hf_config(model, eos_token_id), indent=2) + "\n")
+        save_file(hf_state_dict(model), folder / "model.safetensors", metadata={"format": "pt"})
+
+    return write_atomically(out_dir, write)
+
+
+def run_export_hf(weights: str | Path, config: str | Path, tokenizer: str | Path, out: str | Path) -> Path:
+    """Rule export_hf: the trained model (weights, config.json) as a GPT-2 checkpoint in `out`."""
+    eot = eot_id(Tokenizer.from_file(str(tokenizer)))
+    return export_hf(load_model(weights, config), out, eos_token_id=eot)

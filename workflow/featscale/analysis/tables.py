@@ -1,6 +1,6 @@
 """The study's tables, from the stores: importance against universality per ordered pair, and
 what each width does with its features. Pure reading and arithmetic; the fits and statistics
-are featscale.universality's, the figures featscale.figures'.
+are featscale.analysis.statistics' and .fits', the figures featscale.analysis.figures'.
 
 Ordered pair (source, target): x = relative importance of each counted source latent,
 y = its signed max Pearson correlation with any counted target latent (universality).
@@ -21,23 +21,22 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from featscale.config import parse_model_name, untrained_model_name
-from featscale.correlation import counted_latents, open_correlations
-from featscale.features import open_features
-from featscale.universality import (
-    Interval,
-    bootstrap_intervals,
-    bootstrap_talk_compatible,
-    bootstrap_talk_curve,
-    collapsed_latents,
-    fit_scaling_law,
-    fit_talk_compatible,
-    fit_talk_curve,
-    non_embedding_params,
-    pair_statistics,
-    pearson_r,
-    r_table,
-    relative_importance,
+from featscale.analysis.correlation import counted_latents, open_correlations
+from featscale.analysis.fits import bootstrap_talk_compatible, bootstrap_talk_curve, fit_talk_compatible, fit_talk_curve
+from featscale.analysis.scaling import scaling_fits_json, scaling_table
+from featscale.analysis.statistics import Interval, bootstrap_intervals, pair_statistics, pearson_r
+from featscale.analysis.universality import collapsed_latents, r_table, relative_importance
+from featscale.config import AnalysisSettings, ControlSettings
+from featscale.features.store import open_features
+from featscale.io import write_frame, write_json, write_text
+from featscale.names import (
+    SAE_CONFIG_FILENAME,
+    ordered,
+    parse_model_name,
+    replicate_of,
+    sae_seed_replicate_name,
+    untrained_model_name,
+    width_of,
 )
 
 log = logging.getLogger(__name__)
@@ -55,20 +54,20 @@ def latent_census(
     features: Mapping[str, str | Path],
     sae_weights: Mapping[str, str | Path],
     min_count: int,
-    threshold: float,
-    min_neighbours: int,
+    analysis: AnalysisSettings,
 ) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
     """Per model: how many latents are dead, rare, counted, collapsed; and each model's collapse mask."""
     rows, masks = [], {}
-    for model in sorted(features, key=parse_model_name):
+    for model in ordered(features):
         store = open_features(features[model])
         counted = counted_latents(store, min_count)
-        collapsed = collapsed_latents(decoder_directions(sae_weights[model]), threshold, min_neighbours)
+        collapsed = collapsed_latents(decoder_directions(sae_weights[model]), analysis.collapsed_threshold,
+                                      analysis.collapsed_min_neighbours)
         masks[model] = collapsed.collapsed
         live = store.stat("count") > 0
         rows.append({
             "model": model,
-            "width": parse_model_name(model)[0],
+            "width": width_of(model),
             "n_latents": store.n_latents,
             "dead": counted.dead,
             "rare": counted.rare,
@@ -101,14 +100,15 @@ def universality_points(
     for (a, b), path in correlations.items():
         store = open_correlations(path)
         for source, target, side in ((a, b, "a"), (b, a, "b")):
-            frame = _pair_points(source, target, stores[source], store.side(side), masks[source], min_count, path)
+            frame = _pair_points(source, target, stores[source], store.side(side), masks[source], min_count=min_count,
+                                 path=path)
             latents = frame["latent"].to_numpy()
             frame["null_max_similarity"] = (
                 _null_max_similarity(nulls[a, b], side, latents, path) if nulls else np.nan
             )
             frame["untrained_max_similarity"] = np.nan
             if untrained:
-                key = (source, untrained_model_name(parse_model_name(target)[0]))
+                key = (source, untrained_model_name(width_of(target)))
                 frame["untrained_max_similarity"] = _null_max_similarity(untrained[key], "a", latents, path)
             frames.append(frame)
     return pd.concat(frames, ignore_index=True)
@@ -129,7 +129,7 @@ def sae_seed_points(
     for model, path in correlations.items():
         store = open_features(features[model])
         frame = _pair_points(model, f"{model}/{replicate}", store, open_correlations(path).side("a"),
-                             masks[model], min_count, path)
+                             masks[model], min_count=min_count, path=path)
         latents = frame["latent"].to_numpy()
         frame["null_max_similarity"] = _null_max_similarity(nulls[model], "a", latents, path) if nulls else np.nan
         frame["untrained_max_similarity"] = np.nan
@@ -138,7 +138,7 @@ def sae_seed_points(
 
 
 def _pair_points(source: str, target: str, source_store: Any, values: Mapping[str, np.ndarray],
-                 mask: np.ndarray, min_count: int, path: str | Path) -> pd.DataFrame:
+                 mask: np.ndarray, *, min_count: int, path: str | Path) -> pd.DataFrame:
     """x, y and the rest for the counted latents of `source` in one side of a correlation."""
     counted = counted_latents(source_store, min_count).latents
     if not np.array_equal(counted, values["latent"]):
@@ -168,14 +168,14 @@ def _null_max_similarity(path: str | Path, side: str, latents: np.ndarray, real:
     return values["max_similarity"]
 
 
-def pair_table(points: pd.DataFrame, talk_compatible: bool, resamples: int, confidence: float,
-               seed: int, fit_resamples: int = 0) -> pd.DataFrame:
+def pair_table(points: pd.DataFrame, analysis: AnalysisSettings, seed: int) -> pd.DataFrame:
     """Per ordered pair and mask: r, rho, partial r (given log frequency), both fits, intervals.
 
-    Bootstrap intervals over latents: `resamples` for r, rho and the talk's (b, c) (`*_low`,
-    `*_high`), `fit_resamples` for the authors' (a, b, c), whose KDE weights make each resample
-    as slow as the fit itself.
+    Bootstrap intervals over latents: `analysis.bootstrap_resamples` for r, rho and the talk's
+    (b, c) (`*_low`, `*_high`), `analysis.bootstrap_fit_resamples` for the authors' (a, b, c),
+    whose KDE weights make each resample as slow as the fit itself.
     """
+    resamples, confidence = analysis.bootstrap_resamples, analysis.confidence
     rows = []
     for (source, target), group in points.groupby(["source", "target"], sort=False):
         for mask in MASKS:
@@ -203,14 +203,15 @@ def pair_table(points: pd.DataFrame, talk_compatible: bool, resamples: int, conf
                 fit_interval = bootstrap_talk_curve(x, y, talk, resamples, confidence, seed)
                 row.update({f"{name}_{end}": float(bound[i]) for i, name in enumerate(("b", "c"))
                             for end, bound in (("low", fit_interval.low), ("high", fit_interval.high))})
-            if talk_compatible:
+            if analysis.talk_compatible:
                 authors = fit_talk_compatible(x, y)
                 row.update(authors_a=authors.a, authors_b=authors.b, authors_c=authors.c,
                            authors_a_error=authors.a_error, authors_b_error=authors.b_error,
                            authors_c_error=authors.c_error, authors_r_squared=authors.r_squared,
                            authors_converged=authors.converged, authors_reason=authors.reason)
-                if fit_resamples:
-                    interval = (bootstrap_talk_compatible(x, y, fit_resamples, confidence, seed) if authors.converged
+                if analysis.bootstrap_fit_resamples:
+                    interval = (bootstrap_talk_compatible(x, y, analysis.bootstrap_fit_resamples, confidence, seed)
+                                if authors.converged
                                 else Interval(np.full(3, np.nan), np.full(3, np.nan)))
                     row.update({f"authors_{name}_{end}": float(bound[i]) for i, name in enumerate(("a", "b", "c"))
                                 for end, bound in (("low", interval.low), ("high", interval.high))})
@@ -234,15 +235,7 @@ def pair_r_table(pairs: pd.DataFrame, mask: str):
     )
 
 
-def replicate_of(model: str, models: Sequence[str]) -> str | None:
-    """The other seed of the same width among `models`, if there is one."""
-    width, seed = parse_model_name(model)
-    others = [m for m in models if parse_model_name(m)[0] == width and m != model]
-    return others[0] if others else None
-
-
-def control_table(points: pd.DataFrame, percentile: float, bins: int,
-                  sae_seed: pd.DataFrame | None = None) -> pd.DataFrame:
+def control_table(points: pd.DataFrame, controls: ControlSettings, sae_seed: pd.DataFrame | None = None) -> pd.DataFrame:
     """Where each ordered pair's universality stands between chance and the ceilings.
 
     One row per ordered pair of `points` (`kind` pair, or model_seed for the same width's seed
@@ -250,7 +243,7 @@ def control_table(points: pd.DataFrame, percentile: float, bins: int,
     that a second SAE seed on the same model reaches). Per row: Pearson r(importance, max
     similarity) as in pairs.csv, the mean max similarity of the source's latents (real), and for
     each null that ran, its mean and the fraction of latents whose real max similarity exceeds
-    the null's `percentile` among latents of similar firing frequency (quantile bins of log
+    the null's `controls.null_percentile` among latents of similar firing frequency (quantile bins of log
     count: a rarely firing latent's max over many partners is large by chance): the
     shifted-token null (`null_*`) and the untrained model of the target's width
     (`untrained_*`). When the source has a seed replicate: the ceiling (its latents' mean max
@@ -258,7 +251,7 @@ def control_table(points: pd.DataFrame, percentile: float, bins: int,
     ceiling (1).
     """
     rows = []
-    models = sorted(set(points["source"]), key=parse_model_name)
+    models = ordered(set(points["source"]))
     ceiling = {}
     for model in models:
         replicate = replicate_of(model, models)
@@ -282,8 +275,8 @@ def control_table(points: pd.DataFrame, percentile: float, bins: int,
             null = group[column].to_numpy(dtype=float) if column in group else np.full(len(group), np.nan)
             row[f"{prefix}_mean"] = float(np.nanmean(null)) if np.isfinite(null).any() else np.nan
             row[f"fraction_above_{prefix}"] = fraction_above_null(
-                real, null, group["frequency"].to_numpy(), percentile, bins)
-        row["untrained_model"] = (untrained_model_name(parse_model_name(target)[0])
+                real, null, group["frequency"].to_numpy(), controls.null_percentile, controls.frequency_bins)
+        row["untrained_model"] = (untrained_model_name(width_of(target))
                                   if kind == "pair" and np.isfinite(row["untrained_mean"]) else "")
         row["ceiling_mean"] = ceiling.get(source, np.nan) if kind == "pair" else np.nan
         span = row["ceiling_mean"] - row["null_mean"]
@@ -312,13 +305,15 @@ def fraction_above_null(real: np.ndarray, null: np.ndarray, frequency: np.ndarra
 # ---------------------------------------------------------------- per width
 
 
-def loss_table(evaluations: Mapping[str, str | Path]) -> pd.DataFrame:
-    """Clean, SAE-spliced and zero-ablated val loss and the SAE's quality measures per model."""
+def loss_table(evaluations: Sequence[str | Path]) -> pd.DataFrame:
+    """Clean, SAE-spliced and zero-ablated val loss and the SAE's quality measures per model
+    (each eval.json names its model)."""
+    results = [json.loads(Path(path).read_text()) for path in evaluations]
     rows = []
-    for model in sorted(evaluations, key=parse_model_name):
-        result = json.loads(Path(evaluations[model]).read_text())
+    for result in sorted(results, key=lambda result: parse_model_name(result["model"])):
+        model = result["model"]
         rows.append({
-            "model": model, "width": parse_model_name(model)[0],
+            "model": model, "width": width_of(model),
             "clean": result["ce_clean"], "spliced": result["ce_sae"], "zero": result["ce_zero"],
             "ce_loss_score": result["ce_loss_score"], "kl_score": result["kl_score"], "fvu": result["fvu"],
             "l0": result["l0"], "dead_fraction": result["dead_fraction"], "dense_fraction": result["dense_fraction"],
@@ -326,27 +321,32 @@ def loss_table(evaluations: Mapping[str, str | Path]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def scaling_table(losses: pd.DataFrame, n_layers: int) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """N = 12·layers·width² per model, and L = (N_c/N)^α fitted to clean and spliced loss."""
-    points = pd.DataFrame({
-        "model": losses["model"],
-        "n_params": [non_embedding_params(n_layers, w) for w in losses["width"]],
-        "clean_loss": losses["clean"],
-        "spliced_loss": losses["spliced"],
-    })
-    fits = {}
-    if points["n_params"].nunique() >= 2:
-        fits = {
-            name: fit_scaling_law(points["n_params"].to_numpy(), points[f"{name}_loss"].to_numpy())
-            for name in ("clean", "spliced")
-        }
-    return points, fits
+def features_for_recovery(table: pd.DataFrame, share: float) -> float:
+    """The smallest N whose loss recovers `share` of the full SAE's recovery over zero ablation.
+
+    Recovery of N = (L_zero − L_N) / (L_zero − L_spliced); N is interpolated linearly in
+    log N between grid points. NaN if the full SAE recovers nothing.
+    """
+    zero = float(table.loc[table.kind == "zero", "loss"].iloc[0])
+    full = float(table.loc[table.kind == "spliced", "loss"].iloc[0])
+    if not zero > full:
+        return float("nan")
+    keep = table[table.kind == "keep"].sort_values("n_features")
+    n = keep["n_features"].to_numpy(dtype=float)
+    recovery = (zero - keep["loss"].to_numpy()) / (zero - full)
+    above = np.flatnonzero(recovery >= share)
+    if len(above) == 0:
+        return float("nan")
+    i = above[0]
+    if i == 0:
+        return float(n[0])
+    # between grid points i - 1 (below share) and i (at or above): interpolate in log N
+    fraction = (share - recovery[i - 1]) / (recovery[i] - recovery[i - 1])
+    return float(np.exp(np.log(n[i - 1]) + fraction * (np.log(n[i]) - np.log(n[i - 1]))))
 
 
 def width_table(census: pd.DataFrame, losses: pd.DataFrame, budgets: pd.DataFrame, recovery: float) -> pd.DataFrame:
     """Do wider models store more features? L0, live and non-collapsed latents, N for `recovery`."""
-    from featscale.budget import features_for_recovery
-
     needed = {
         model: features_for_recovery(group, recovery) for model, group in budgets.groupby("model")
     }
@@ -357,13 +357,81 @@ def width_table(census: pd.DataFrame, losses: pd.DataFrame, budgets: pd.DataFram
     return table
 
 
-def scaling_fits_json(fits: Mapping[str, Any]) -> dict[str, dict[str, float]]:
-    return {
-        name: {key: float(getattr(fit, key)) for key in ("alpha", "n_c", "alpha_error", "log_n_c_error", "r_squared")}
-        for name, fit in fits.items()
-    }
+# ---------------------------------------------------------------- the rules
 
 
-def models_in(paths: Sequence[str | Path], depth: int) -> dict[str, Path]:
-    """{model: path} for paths whose model name is the `depth`-th component from the end."""
-    return {Path(p).parts[-depth]: Path(p) for p in paths}
+def by_model(feature_stores: Sequence[str | Path]) -> dict[str, Path]:
+    """{model: path} of feature stores, each named by the model its attrs record."""
+    return {open_features(path).attrs["model"]: Path(path) for path in feature_stores}
+
+
+def saes_by_model(sae_weights: Sequence[str | Path]) -> dict[str, Path]:
+    """{model: weights} of saved SAEs, each named by the model its cfg.json's hook records."""
+    def model(path: str | Path) -> str:
+        return json.loads((Path(path).parent / SAE_CONFIG_FILENAME).read_text())["featscale"]["hook"]["model"]
+
+    return {model(path): Path(path) for path in sae_weights}
+
+
+def correlations_by_pair(stores: Sequence[str | Path]) -> dict[tuple[str, str], Path]:
+    """{(a, b): path} of correlation stores, each named by the models its attrs record."""
+    keyed = {}
+    for path in stores:
+        attrs = open_correlations(path).attrs
+        keyed[attrs["a"], attrs["b"]] = Path(path)
+    return keyed
+
+
+def run_universality(
+    inputs: Mapping[str, Sequence[str | Path]],
+    outputs: Mapping[str, str | Path],
+    *,
+    sae: str,
+    min_count: int,
+    analysis: AnalysisSettings,
+    controls: ControlSettings,
+    run_seed: int,
+) -> None:
+    """Rule universality: the points, pair, census, r and control tables of SAE spec `sae`.
+
+    `inputs`: features (stores), saes (weights), correlations, and the controls' correlations
+    (nulls, untrained, sae_seed, sae_seed_nulls; each empty when its switch is off). Each store
+    is matched to its models by what it records, never by position.
+    """
+    features = by_model(inputs["features"])
+    census, masks = latent_census(features, saes_by_model(inputs["saes"]), min_count, analysis)
+    points = universality_points(features, correlations_by_pair(inputs["correlations"]), masks, min_count,
+                                 correlations_by_pair(inputs["nulls"]), correlations_by_pair(inputs["untrained"]))
+    pairs = pair_table(points, analysis, run_seed)
+    # an SAE-seed ceiling correlates one model with itself: keyed by that model
+    sae_seed = {a: path for (a, _), path in correlations_by_pair(inputs["sae_seed"]).items()}
+    sae_seed_nulls = {a: path for (a, _), path in correlations_by_pair(inputs["sae_seed_nulls"]).items()}
+    ceilings = sae_seed_points(features, sae_seed, masks, min_count, sae_seed_replicate_name(sae), sae_seed_nulls)
+    write_frame(outputs["controls"], control_table(points, controls, ceilings))
+    write_frame(outputs["census"], census)
+    write_frame(outputs["points"], points)
+    write_frame(outputs["pairs"], pairs)
+    for mask, csv, markdown in (("all", "r_table", "r_table_md"), ("masked", "r_table_masked", "r_table_masked_md")):
+        table = pair_r_table(pairs, mask)
+        table.to_csv(outputs[csv])
+        write_text(outputs[markdown], table.to_markdown())
+
+
+def run_width_summary(
+    inputs: Mapping[str, Sequence[str | Path] | str | Path],
+    outputs: Mapping[str, str | Path],
+    *,
+    n_layers: int,
+    recovery: float,
+) -> None:
+    """Rule width_summary: losses, budgets, per-width measures and the scaling law of one SAE spec.
+
+    `inputs`: evaluations (eval.json per model), budgets (CSV per model), census (latents.csv).
+    """
+    losses = loss_table(inputs["evaluations"])
+    budget = pd.concat([pd.read_csv(path) for path in inputs["budgets"]], ignore_index=True)
+    widths = width_table(pd.read_csv(inputs["census"]), losses, budget, recovery)
+    scaling, fits = scaling_table(losses, n_layers)
+    for name, frame in (("losses", losses), ("budget", budget), ("widths", widths), ("scaling", scaling)):
+        write_frame(outputs[name], frame)
+    write_json(outputs["scaling_fits"], scaling_fits_json(fits))

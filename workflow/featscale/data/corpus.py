@@ -679,6 +679,7 @@ def hub_documents(
     name: str | None,
     revision: str | None,
     split: str,
+    *,
     text_field: str | None,
     token_field: str | None,
     streaming: bool,

@@ -9,7 +9,6 @@ records other settings is never loaded: the log says why and the job starts afre
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import logging
@@ -20,13 +19,15 @@ from typing import Any
 
 import torch
 
+from featscale.io import bytes_sha256, write_atomically, write_json, write_text
+
 log = logging.getLogger(__name__)
 
 
 def settings_hash(settings: Mapping[str, Any]) -> str:
     """A short, stable digest of JSON-serialisable settings (key order does not matter)."""
     text = json.dumps(settings, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return bytes_sha256(text.encode())[:16]
 
 
 class Checkpoints:
@@ -43,17 +44,10 @@ class Checkpoints:
         torch.save({"settings": self.settings, "state": dict(state)}, buffer)
         data = buffer.getvalue()
         self.folder.mkdir(parents=True, exist_ok=True)
-        (self.folder / "settings.json").write_text(json.dumps(self.settings, indent=2))
-        partial = self.path.with_name(self.path.name + ".partial")
-        with open(partial, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+        write_json(self.folder / "settings.json", self.settings)
         # the digest goes first: a checkpoint without its matching digest is never loaded
-        digest_partial = self.digest_path.with_name(self.digest_path.name + ".partial")
-        digest_partial.write_text(hashlib.sha256(data).hexdigest())
-        os.replace(digest_partial, self.digest_path)
-        os.replace(partial, self.path)
+        write_text(self.digest_path, bytes_sha256(data))
+        write_atomically(self.path, lambda partial: _write_synced(partial, data))
 
     def load(self) -> dict[str, Any] | None:
         """The saved state, or None (nothing saved, or not loadable: logged)."""
@@ -61,7 +55,7 @@ class Checkpoints:
             return None
         data = self.path.read_bytes()
         expected = self.digest_path.read_text().strip() if self.digest_path.exists() else None
-        if hashlib.sha256(data).hexdigest() != expected:
+        if bytes_sha256(data) != expected:
             log.warning("checkpoint %s is truncated or corrupt (SHA-256 mismatch): not loaded, starting afresh", self.path)
             return None
         try:
@@ -74,3 +68,10 @@ class Checkpoints:
             return None
         log.info("resuming from checkpoint %s", self.path)
         return saved["state"]
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    with open(path, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())

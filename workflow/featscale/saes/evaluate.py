@@ -1,49 +1,34 @@
-"""Next-token loss on held-out windows, with or without an intervention at one site."""
+"""How well an SAE stands for its model: losses with its reconstruction spliced in, FVU, L0, dead and dense latents."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from featscale.model import GPT, Intervention
-from featscale.runtime import autocast
-
-
-@torch.no_grad()
-def mean_loss(
-    model: GPT,
-    windows: np.ndarray,
-    batch_size: int,
-    device: torch.device,
-    interventions: Mapping[tuple[int, str], Intervention] | None = None,
-) -> float:
-    """Mean cross-entropy of every next-token prediction in `windows` (N, T + 1)."""
-    was_training = model.training
-    model.eval()
-    total, count = 0.0, 0
-    for start in range(0, len(windows), batch_size):
-        batch = torch.from_numpy(windows[start : start + batch_size]).to(device)
-        with autocast(device):
-            loss = model(batch[:, :-1], batch[:, 1:], interventions=interventions).loss
-        n = batch[:, 1:].numel()
-        total += float(loss) * n
-        count += n
-    model.train(was_training)
-    return total / count
+from featscale.config import SAESpec
+from featscale.data.sampler import heldout_windows
+from featscale.data.token_store import open_split
+from featscale.execution.devices import autocast, pick_device
+from featscale.io import write_json
+from featscale.models.gpt import GPT
+from featscale.saes.base import SparseAutoencoder, load_model_and_sae
 
 
 @torch.no_grad()
 def evaluate_sae(
     model: GPT,
-    sae: torch.nn.Module,
+    sae: SparseAutoencoder,
     windows: np.ndarray,
+    *,
     layer: int,
     site: str,
+    first_position: int,
     batch_size: int,
     device: torch.device,
-    first_position: int = 1,
 ) -> dict[str, float]:
     """How well an SAE stands for its model on held-out `windows` (N, T + 1).
 
@@ -119,3 +104,28 @@ def evaluate_sae(
         "predictions": n_predictions,
         "first_position": first_position,
     }
+
+
+def run_evaluate_sae(
+    inputs: Mapping[str, str | Path],
+    out: str | Path,
+    *,
+    spec: SAESpec,
+    evaluation_tokens: int,
+    batch_size: int,
+    device: str,
+    model: str,
+    sae: str,
+) -> dict[str, Any]:
+    """Rule evaluate_sae: eval.json of the SAE `sae` of model `model` on the first `evaluation_tokens`
+    of the val split, with both names in it, so the tables that read it know whose it is.
+
+    `inputs`: tokens (the token store), model_weights, model_config, sae_weights.
+    """
+    gpt, autoencoder = load_model_and_sae(inputs)
+    windows = heldout_windows(open_split(inputs["tokens"], "val"), evaluation_tokens, gpt.config.context)
+    result = evaluate_sae(gpt, autoencoder, windows, layer=spec.layer, site=spec.site,
+                          first_position=spec.first_position, batch_size=batch_size, device=pick_device(device))
+    result = {"model": model, "sae": sae, **result}
+    write_json(out, result)
+    return result

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
@@ -22,61 +21,61 @@ import torch
 import zarr
 from tqdm import tqdm
 
-from featscale.checkpoint import Checkpoints
-from featscale.model import GPT
-from featscale.runtime import Stopped, StopRequested, autocast, pick_device, write_csv
-from featscale.sae import (
-    CONFIG_FILENAME,
-    WEIGHTS_FILENAME,
+from featscale.config import SAESpec
+from featscale.data.sampler import BatchSampler
+from featscale.execution.checkpoints import Checkpoints
+from featscale.execution.devices import autocast, pick_device
+from featscale.execution.jobs import Stopped, StopRequested
+from featscale.io import file_sha256, write_csv
+from featscale.models.gpt import GPT, load_model
+from featscale.saes.base import (
     DeadLatentTracker,
     SAEConfig,
     SparseAutoencoder,
     fraction_of_variance_unexplained,
     make_sae,
 )
-from featscale.sampler import BatchSampler
-from featscale.tokenizer import file_sha256
+from featscale.seeds import derive_seed
 
 log = logging.getLogger(__name__)
 METRICS = ("step", "tokens", "mse", "fvu", "l0", "dead_fraction", "sparsity_loss", "aux_loss", "lr", "l1_factor")
-SAE_DATA_STREAM = 7919  # offsets the SAE's window stream from the models' training batches
 
 
-def sae_config_from_spec(spec: Mapping[str, Any], d_in: int, hook: Mapping[str, Any]) -> SAEConfig:
+def sae_config_from_spec(spec: SAESpec, d_in: int, hook: Mapping[str, Any]) -> SAEConfig:
     """The SAE architecture of a config spec (`saes.<name>`) for a model of width d_in."""
-    topk = spec["architecture"] == "topk"
+    topk = spec.architecture == "topk"
     return SAEConfig(
-        architecture=spec["architecture"],
+        architecture=spec.architecture,
         d_in=d_in,
-        n_latents=spec["n_latents"],
-        k=spec["k"],
-        l1_coefficient=None if topk else spec["l1_coefficient"],
-        aux_k=spec["aux_k"] if topk else None,
-        aux_coefficient=spec["aux_coefficient"],
-        gated_aux_trains_decoder=spec["gated_aux_trains_decoder"] if spec["architecture"] == "gated" else False,
-        dead_after_tokens=spec["dead_after_tokens"],
+        n_latents=spec.n_latents,
+        k=spec.k,
+        l1_coefficient=None if topk else spec.l1_coefficient,
+        aux_k=spec.aux_k if topk else None,
+        aux_coefficient=spec.aux_coefficient,
+        gated_aux_trains_decoder=spec.gated_aux_trains_decoder if spec.architecture == "gated" else False,
+        dead_after_tokens=spec.dead_after_tokens,
         hook=dict(hook),
     )
 
 
-def schedule(step: int, steps: int, spec: Mapping[str, Any]) -> tuple[float, float]:
+def schedule(step: int, steps: int, spec: SAESpec) -> tuple[float, float]:
     """(learning rate, sparsity-penalty factor) at `step`.
 
     `authors`: constant lr, linear decay to 0 over the last `lr_decay_fraction` of steps.
     `cosine`: linear warmup over `lr_warmup_fraction`, then cosine decay to 0.
     Both warm the sparsity penalty up linearly over `l1_warmup_fraction` of the steps.
     """
-    lr, progress = spec["lr"], step / steps
-    if spec["schedule"] == "authors":
-        decay_start = 1 - spec["lr_decay_fraction"]
-        factor = 1.0 if progress < decay_start else (1 - progress) / spec["lr_decay_fraction"]
+    lr, progress = spec.lr, step / steps
+    if spec.schedule == "authors":
+        decay_start = 1 - spec.lr_decay_fraction
+        factor = 1.0 if progress < decay_start else (1 - progress) / spec.lr_decay_fraction
     else:
-        warmup = spec["lr_warmup_fraction"]
+        warmup = spec.lr_warmup_fraction
         if progress < warmup:
             factor = (step + 1) / max(1, round(warmup * steps))
         else:
             factor = 0.5 * (1 + math.cos(math.pi * (progress - warmup) / (1 - warmup)))
-    l1_warmup = spec["l1_warmup_fraction"]
+    l1_warmup = spec.l1_warmup_fraction
     l1_factor = 1.0 if l1_warmup == 0 else min(1.0, (step + 1) / max(1, round(l1_warmup * steps)))
     return lr * factor, l1_factor
 
@@ -84,16 +83,16 @@ def schedule(step: int, steps: int, spec: Mapping[str, Any]) -> tuple[float, flo
 class ActivationBuffer:
     """Shuffled activations of many sequences; buffer `index` is the same on every run."""
 
-    def __init__(self, model: GPT, tokens: zarr.Array, spec: Mapping[str, Any], run_seed: int, device: torch.device):
+    def __init__(self, model: GPT, tokens: zarr.Array, spec: SAESpec, run_seed: int, device: torch.device):
         context = model.config.context
         self.model, self.spec, self.device = model, spec, device
-        self.layer, self.site = spec["layer"], spec["site"]
-        self.sequences = spec["buffer_sequences"]
-        self.first = 0 if spec["train_on_position_0"] else 1  # position 0 is unlike all others
+        self.layer, self.site = spec.layer, spec.site
+        self.sequences = spec.buffer_sequences
+        self.first = spec.first_position  # position 0 is unlike all others
         self.tokens_per_buffer = self.sequences * (context - self.first)
-        self.seed = run_seed * 1_000_003 + SAE_DATA_STREAM + spec["seed"]
-        self.sampler = BatchSampler(tokens, context, spec["harvest_batch"], seed=self.seed)
-        self.steps_per_buffer = math.ceil(self.sequences / spec["harvest_batch"])
+        self.seed = derive_seed(run_seed, "sae_activations", spec.seed)
+        self.sampler = BatchSampler(tokens, context, spec.harvest_batch, seed=self.seed)
+        self.steps_per_buffer = math.ceil(self.sequences / spec.harvest_batch)
 
     @torch.no_grad()
     def fill(self, index: int) -> torch.Tensor:
@@ -110,44 +109,48 @@ class ActivationBuffer:
 
 
 def train_sae(
-    model: GPT,
-    model_weights: str | Path,
-    spec: Mapping[str, Any],
-    hook: Mapping[str, Any],
+    inputs: Mapping[str, str | Path],
+    outputs: Mapping[str, str | Path],
+    *,
+    spec: SAESpec,
+    model: str,
     run_seed: int,
-    store: str | Path,
-    out_folder: str | Path,
-    metrics_path: str | Path,
-    checkpoint_root: str | Path,
-    device_setting: str = "auto",
+    checkpoints: str | Path,
+    device: str = "auto",
 ) -> SparseAutoencoder:
-    """Train the SAE of spec `spec` on `model` and save it (SAELens layout) to `out_folder`."""
-    stop = StopRequested()
-    device = pick_device(device_setting)
-    model = model.to(device).eval()
-    for parameter in model.parameters():
-        parameter.requires_grad_(False)
-    group = zarr.open_group(str(store), mode="r")
-    settings = {"spec": dict(spec), "hook": dict(hook), "run_seed": run_seed, "model_sha256": file_sha256(model_weights)}
-    checkpoints = Checkpoints(checkpoint_root, settings)
+    """Rule train_sae: the SAE of spec `spec` on the model named `model`, written to `outputs`.
 
-    buffer = ActivationBuffer(model, group["train"], spec, run_seed, device)
-    batch = spec["batch_tokens"]
+    `inputs`: tokens (the token store), model_weights, model_config. `outputs`: weights and
+    config (SAELens' two files, in one folder) and metrics (CSV).
+    """
+    stop = StopRequested()
+    hook = {"model": model, "layer": spec.layer, "site": spec.site}
+    device = pick_device(device)
+    gpt = load_model(inputs["model_weights"], inputs["model_config"]).to(device).eval()
+    for parameter in gpt.parameters():
+        parameter.requires_grad_(False)
+    group = zarr.open_group(str(inputs["tokens"]), mode="r")
+    settings = {"spec": spec.to_dict(), "hook": hook, "run_seed": run_seed,
+                "model_sha256": file_sha256(inputs["model_weights"])}
+    checkpoints = Checkpoints(checkpoints, settings)
+
+    buffer = ActivationBuffer(gpt, group["train"], spec, run_seed, device)
+    batch = spec.batch_tokens
     batches_per_buffer = buffer.tokens_per_buffer // batch
-    steps = spec["tokens"] // batch
+    steps = spec.tokens // batch
     if batches_per_buffer < 1:
         raise ValueError(
             f"a buffer of {buffer.tokens_per_buffer} tokens holds no batch of {batch}: "
             f"raise `buffer_sequences` or lower `batch_tokens` of this SAE spec"
         )
 
-    torch.manual_seed(run_seed * 1_000_003 + spec["seed"])
-    sae = make_sae(sae_config_from_spec(spec, model.config.width, hook))
+    torch.manual_seed(derive_seed(run_seed, "sae_init", spec.seed))
+    sae = make_sae(sae_config_from_spec(spec, gpt.config.width, hook))
     first = buffer.fill(0)
     sae.config.input_scale = SparseAutoencoder.input_scale_for(first)
-    sae.init_from_data(first[: spec["bias_init_tokens"]].cpu(), spec["bias_init"])
+    sae.init_from_data(first[: spec.bias_init_tokens].cpu(), spec.bias_init)
     sae = sae.to(device)
-    optimizer = torch.optim.Adam(sae.parameters(), lr=spec["lr"], betas=tuple(spec["betas"]))
+    optimizer = torch.optim.Adam(sae.parameters(), lr=spec.lr, betas=tuple(spec.betas))
     dead = DeadLatentTracker(sae.config.n_latents, sae.config.dead_after_tokens, device=device)
     step, rows = 0, []
     state = checkpoints.load()
@@ -163,14 +166,14 @@ def train_sae(
                           "step": step, "metrics": rows})
 
     log.info("training %s SAE (%d latents) on %s of layer %d for %d steps of %d tokens, from step %d",
-             sae.config.architecture, sae.config.n_latents, spec["site"], spec["layer"], steps, batch, step)
+             sae.config.architecture, sae.config.n_latents, spec.site, spec.layer, steps, batch, step)
     progress = tqdm(total=steps, initial=step, desc="steps", unit="step", mininterval=10)
     acts, acts_index = (first, 0) if step // batches_per_buffer == 0 else (None, -1)
     while step < steps:
         index, position = divmod(step, batches_per_buffer)
         if index != acts_index:
             acts, acts_index = buffer.fill(index), index
-            if position == 0 and step > 0 and index % spec["checkpoint_every_buffers"] == 0:
+            if position == 0 and step > 0 and index % spec.checkpoint_every_buffers == 0:
                 save_checkpoint()  # at a buffer boundary
         x = acts[position * batch : (position + 1) * batch]
         lr, l1_factor = schedule(step, steps, spec)
@@ -187,15 +190,15 @@ def train_sae(
         loss.backward()
         if unit_decoder:
             sae.remove_parallel_gradient()
-        if spec["grad_clip"] is not None:
-            torch.nn.utils.clip_grad_norm_(sae.parameters(), spec["grad_clip"])
+        if spec.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(sae.parameters(), spec.grad_clip)
         optimizer.step()
         if unit_decoder:
             sae.normalize_decoder()
         dead.update(out.latents)
         step += 1
         progress.update(1)
-        if step % spec["log_every"] == 0 or step == steps:
+        if step % spec.log_every == 0 or step == steps:
             with torch.no_grad():
                 rows.append({
                     "step": step, "tokens": step * batch, "mse": float(out.mse),
@@ -212,13 +215,10 @@ def train_sae(
     progress.close()
 
     sae = sae.cpu()
-    # SAELens's two files go beside this job's metrics and the evaluation's eval.json
-    out_folder = Path(out_folder)
-    staging = sae.save(out_folder.with_name(f".{out_folder.name}.sae-staging"))
-    out_folder.mkdir(parents=True, exist_ok=True)
-    for name in (WEIGHTS_FILENAME, CONFIG_FILENAME):
-        os.replace(staging / name, out_folder / name)
-    shutil.rmtree(staging, ignore_errors=True)
-    write_csv(metrics_path, rows, METRICS)
+    folder = Path(outputs["weights"]).parent
+    if Path(outputs["config"]).parent != folder:
+        raise ValueError("an SAE's weights and config go in one folder (SAELens' layout)")
+    sae.save(folder)
+    write_csv(outputs["metrics"], rows, METRICS)
     shutil.rmtree(checkpoints.folder, ignore_errors=True)
     return sae

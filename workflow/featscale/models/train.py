@@ -8,7 +8,6 @@ SIGTERM make a killed job, rerun, end exactly where an uninterrupted one ends.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import random
@@ -21,64 +20,57 @@ from typing import Any
 import numpy as np
 import torch
 import zarr
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from tqdm import tqdm
 
-from featscale.checkpoint import Checkpoints
-from featscale.evaluation import mean_loss
-from featscale.model import GPT, GPTConfig
-from featscale.runtime import Stopped, StopRequested, autocast, pick_device, write_atomically, write_csv, write_json
-from featscale.sampler import BatchSampler, heldout_windows
+from featscale.config import ModelSettings, TrainingSettings
+from featscale.data.sampler import BatchSampler, heldout_windows
+from featscale.execution.checkpoints import Checkpoints
+from featscale.execution.devices import autocast, pick_device
+from featscale.execution.jobs import Stopped, StopRequested
+from featscale.io import write_atomically, write_csv, write_json
+from featscale.models.gpt import GPT, GPTConfig
+from featscale.models.loss import mean_loss
+from featscale.seeds import derive_seed
 
 log = logging.getLogger(__name__)
 METRICS = ("step", "tokens", "train_loss", "val_loss", "lr", "tokens_per_s")
 
 
-def learning_rate(step: int, steps: int, training: Mapping[str, Any]) -> float:
+def learning_rate(step: int, steps: int, training: TrainingSettings) -> float:
     """Linear warmup to `lr`, then cosine decay to `lr * min_lr_ratio` at the last step."""
-    peak = training["lr"]
-    warmup = max(1, round(training["warmup_fraction"] * steps))
+    peak = training.lr
+    warmup = max(1, round(training.warmup_fraction * steps))
     if step < warmup:
         return peak * (step + 1) / warmup
     progress = (step - warmup) / max(1, steps - 1 - warmup)
-    floor = peak * training["min_lr_ratio"]
+    floor = peak * training.min_lr_ratio
     return floor + 0.5 * (peak - floor) * (1 + math.cos(math.pi * min(1.0, progress)))
-
-
-def init_seed(run_seed: int, model_seed: int) -> int:
-    """The initialisation seed of model replicate `model_seed` (w256 is 0, w256-s1 is 1)."""
-    return run_seed * 1_000_003 + model_seed
-
-
-def load_model(weights: str | Path, config: str | Path) -> GPT:
-    """A trained model from its safetensors weights and its config.json."""
-    model = GPT(GPTConfig.from_dict(json.loads(Path(config).read_text())["model"]))
-    model.load_state_dict(load_file(str(weights)))
-    return model
 
 
 def train_model(
     model_config: GPTConfig,
-    training: Mapping[str, Any],
+    training: TrainingSettings,
+    store: str | Path,
+    outputs: Mapping[str, str | Path],
+    *,
     run_seed: int,
     model_seed: int,
-    store: str | Path,
     evaluation_tokens: int,
-    outputs: Mapping[str, str | Path],
     checkpoint_root: str | Path,
 ) -> dict[str, Any]:
     """Train one model on the token store and write `outputs` (weights, config, metrics, final).
 
-    Returns the final summary (also written to outputs["final"]). With `training["tokens"]`
+    Returns the final summary (also written to outputs["final"]). With `training.tokens`
     below one batch no step is taken: the outputs hold the initialisation itself (the
     untrained null model, w<width>-init), evaluated like a trained model.
     """
     stop = StopRequested()
-    device = pick_device(training["device"])
+    device = pick_device(training.device)
     group = zarr.open_group(str(store), mode="r")
     settings = {
         "model": model_config.to_dict(),
-        "training": dict(training),
+        "training": training.to_dict(),
         "run_seed": run_seed,
         "model_seed": model_seed,
         # the data, by identity: same tokenizer and same splits means same tokens
@@ -87,13 +79,13 @@ def train_model(
     checkpoints = Checkpoints(checkpoint_root, settings)
 
     context = model_config.context
-    batch_size = training["batch_tokens"] // context
-    micro_batch = training["micro_batch"]
-    steps = training["tokens"] // training["batch_tokens"]
+    batch_size = training.batch_tokens // context
+    micro_batch = training.micro_batch
+    steps = training.tokens // training.batch_tokens
     sampler = BatchSampler(group["train"], context, batch_size, seed=run_seed)
-    val_windows = heldout_windows(group["val"], training["eval_tokens"], context)
+    val_windows = heldout_windows(group["val"], training.eval_tokens, context)
 
-    torch.manual_seed(init_seed(run_seed, model_seed))
+    torch.manual_seed(derive_seed(run_seed, "model_init", model_seed))
     model = GPT(model_config).to(device)
     optimizer = _optimizer(model, training, device)
     step, rows = 0, []
@@ -103,7 +95,7 @@ def train_model(
         optimizer.load_state_dict(state["optimizer"])
         step, rows = state["step"], state["metrics"]
         _set_rng_state(state["rng"])
-    forward = torch.compile(model) if training["compile"] else model
+    forward = torch.compile(model) if training.compile else model
 
     def save_checkpoint() -> None:
         checkpoints.save(
@@ -113,10 +105,10 @@ def train_model(
 
     log.info(
         "training %s (%s non-embedding parameters) on %s for %d steps of %d tokens, from step %d",
-        model_config, f"{model_config.non_embedding_params:,}", device, steps, training["batch_tokens"], step,
+        model_config, f"{model_config.non_embedding_params:,}", device, steps, training.batch_tokens, step,
     )
     model.train()
-    last_time, last_tokens = time.perf_counter(), step * training["batch_tokens"]
+    last_time, last_tokens = time.perf_counter(), step * training.batch_tokens
     progress = tqdm(total=steps, initial=step, desc="steps", unit="step", mininterval=10)
     while step < steps:
         lr = learning_rate(step, steps, training)
@@ -137,7 +129,7 @@ def train_model(
                 f"training loss is {train_loss} at step {step}: training stopped and {kept}. "
                 f"Lower `training.lr`, raise `training.warmup_fraction`, or check the token store."
             )
-        torch.nn.utils.clip_grad_norm_(model.parameters(), training["grad_clip"])
+        torch.nn.utils.clip_grad_norm_(model.parameters(), training.grad_clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         step += 1
@@ -145,10 +137,10 @@ def train_model(
 
         last = step == steps
         val_loss = float("nan")
-        if step % training["eval_every"] == 0 or last:
+        if step % training.eval_every == 0 or last:
             val_loss = mean_loss(forward, val_windows, micro_batch, device)
         now = time.perf_counter()
-        tokens = step * training["batch_tokens"]
+        tokens = step * training.batch_tokens
         rows.append(
             {"step": step, "tokens": tokens, "train_loss": train_loss, "val_loss": val_loss, "lr": lr,
              "tokens_per_s": (tokens - last_tokens) / max(now - last_time, 1e-9)}
@@ -159,7 +151,7 @@ def train_model(
         if stop.requested:
             save_checkpoint()
             raise Stopped()
-        if step % training["checkpoint_every"] == 0 and not last:
+        if step % training.checkpoint_every == 0 and not last:
             save_checkpoint()
     progress.close()
 
@@ -169,7 +161,7 @@ def train_model(
         "val_tokens": int(final_windows[:, 1:].size),
         "train_loss": rows[-1]["train_loss"] if rows else float("nan"),
         "steps": steps,
-        "tokens": steps * training["batch_tokens"],
+        "tokens": steps * training.batch_tokens,
         "width": model_config.width,
         "n_layers": model_config.n_layers,
         "non_embedding_params": model_config.non_embedding_params,
@@ -180,14 +172,35 @@ def train_model(
     return summary
 
 
-def _optimizer(model: GPT, training: Mapping[str, Any], device: torch.device) -> torch.optim.AdamW:
+def run_train_model(
+    tokens: str | Path,
+    outputs: Mapping[str, str | Path],
+    *,
+    models: ModelSettings,
+    width: int,
+    training: TrainingSettings,
+    run_seed: int,
+    model_seed: int,
+    evaluation_tokens: int,
+    checkpoints: str | Path,
+) -> dict[str, Any]:
+    """Rule train_model: the model of `width` (and seed `model_seed`) of the family `models`, its
+    vocabulary that of the token store."""
+    vocab_size = zarr.open_group(str(tokens), mode="r").attrs["vocab_size"]
+    architecture = GPTConfig(vocab_size=vocab_size, context=models.context, width=width, n_layers=models.n_layers,
+                             head_size=models.head_size)
+    return train_model(architecture, training, tokens, outputs, run_seed=run_seed, model_seed=model_seed,
+                       evaluation_tokens=evaluation_tokens, checkpoint_root=checkpoints)
+
+
+def _optimizer(model: GPT, training: TrainingSettings, device: torch.device) -> torch.optim.AdamW:
     # weight decay on matrices and embeddings only, not on biases and LayerNorm gains
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     return torch.optim.AdamW(
-        [{"params": decay, "weight_decay": training["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=training["lr"],
-        betas=tuple(training["betas"]),
+        [{"params": decay, "weight_decay": training.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=training.lr,
+        betas=tuple(training.betas),
         fused=device.type == "cuda",
     )
 

@@ -1,0 +1,1 @@
+"""How jobs run: logging, threads, signals, devices, GPU claims and resumable checkpoints."""
