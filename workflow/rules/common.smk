@@ -181,3 +181,9 @@ def sae_seed_inputs(wildcards):
         "a": features_path(wildcards.model, wildcards.sae),
         "b": features_path(wildcards.model, names.sae_seed_replicate_name(wildcards.sae)),
     }
+
+
+def matched_widths(sae):
+    """The widths table of the spec at matched reconstruction that claim (d) of spec `sae` reads, if any."""
+    matched = SETTINGS.matched_spec(sae)
+    return [analysis_path("widths.csv", matched)] if matched else []

@@ -41,6 +41,7 @@ from featscale.models.gpt import GPT, load_model
 from featscale.names import SAE_CONFIG_FILENAME, SAE_WEIGHTS_FILENAME
 
 ARCHITECTURES = ("gated", "relu", "topk")
+DECODER_INITS = ("unit_normal", "positive_uniform")
 BIAS_INITS = ("zeros", "mean", "geometric_median")
 WEIGHTS_FILENAME, CONFIG_FILENAME = SAE_WEIGHTS_FILENAME, SAE_CONFIG_FILENAME
 # SAELens rewrites configs whose metadata.sae_lens_version is below 6.0 as legacy ones; this
@@ -64,6 +65,9 @@ class SAEConfig(Record):
     # gated only: the auxiliary loss also trains W_dec, b_dec (SAELens) instead of a frozen copy (the paper)
     gated_aux_trains_decoder: bool = False
     dead_after_tokens: int = 10_000_000  # a latent silent for this many tokens is dead
+    # initial decoder rows: Gaussian or (SAELens 4.1.1's heuristic, the authors') uniform on [0, 1), at this norm
+    decoder_init: str = "unit_normal"
+    decoder_init_norm: float = 1.0
     input_scale: float = 1.0  # x̃ = input_scale · x; see SparseAutoencoder.input_scale_for
     hook: dict[str, Any] = field(default_factory=dict)  # what the SAE reads: model, layer, site
 
@@ -82,6 +86,10 @@ class SAEConfig(Record):
                 "compute it with SparseAutoencoder.input_scale_for(sample)"
             )
         self.input_scale = float(self.input_scale)
+        if self.decoder_init not in DECODER_INITS:
+            raise ValueError(f"unknown decoder_init {self.decoder_init!r}: use one of {', '.join(DECODER_INITS)}")
+        if not _is_number(self.decoder_init_norm) or self.decoder_init_norm <= 0:
+            raise ValueError(f"SAEConfig.decoder_init_norm must be a positive number, got {self.decoder_init_norm!r}")
         if not isinstance(self.hook, dict):
             raise ValueError(f"SAEConfig.hook must be a dict (model, layer, site), got {type(self.hook).__name__}")
         if not isinstance(self.gated_aux_trains_decoder, bool):
@@ -231,9 +239,12 @@ class SparseAutoencoder(nn.Module, ABC):
             )
         self.config = config
         d_in, n_latents = config.d_in, config.n_latents
-        # random unit-norm decoder rows, encoder tied to the decoder's transpose at init (Gao et al.)
-        W_dec = torch.randn(n_latents, d_in)
+        # random decoder rows, encoder tied to the decoder's transpose at init (Gao et al.); TopK's rows
+        # are kept at unit norm throughout, so only the L1 variants take another initial norm
+        W_dec = torch.rand(n_latents, d_in) if config.decoder_init == "positive_uniform" else torch.randn(n_latents, d_in)
         W_dec /= W_dec.norm(dim=1, keepdim=True)
+        if config.decoder_init_norm != 1.0 and config.architecture != "topk":
+            W_dec *= config.decoder_init_norm
         self.W_dec = nn.Parameter(W_dec)  # (F, d_in)
         self.W_enc = nn.Parameter(W_dec.T.clone().contiguous())  # (d_in, F)
         self.b_enc = nn.Parameter(torch.zeros(n_latents))

@@ -54,6 +54,8 @@ def sae_config_from_spec(spec: SAESpec, d_in: int, hook: Mapping[str, Any]) -> S
         aux_coefficient=spec.aux_coefficient,
         gated_aux_trains_decoder=spec.gated_aux_trains_decoder if spec.architecture == "gated" else False,
         dead_after_tokens=spec.dead_after_tokens,
+        decoder_init=spec.decoder_init,
+        decoder_init_norm=spec.decoder_init_norm,
         hook=dict(hook),
     )
 
@@ -100,7 +102,7 @@ class ActivationBuffer:
         parts = []
         for i in range(self.steps_per_buffer):
             ids = torch.from_numpy(self.sampler.batch(index * self.steps_per_buffer + i)[:, :-1]).to(self.device)
-            with autocast(self.device):
+            with autocast(self.device, enabled=self.spec.model_autocast):
                 acts = self.model.activations(ids, self.layer, self.site)  # (B, T, d)
             parts.append(acts[:, self.first :].float().flatten(0, 1))
         acts = torch.cat(parts)[: self.tokens_per_buffer]
