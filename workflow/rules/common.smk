@@ -129,6 +129,11 @@ def correlation_block_mb(wildcards):
 
 
 # ---- where each artifact lives: one template each; rules fill in wildcards or expand them ----
+def hf_export_path(model="{model}"):
+    """A model in the Hugging Face format; its SAEs' cfg.json name it as the model SAELens should load."""
+    return f"{RESULTS}/models/{model}/hf"
+
+
 def features_path(model="{model}", sae="{sae}"):
     return f"{RESULTS}/features/{model}/{sae}.zarr"
 
