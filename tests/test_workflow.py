@@ -153,7 +153,8 @@ def check_tiny_study(results):
     assert table.loc["w16", "w32"].startswith(f"{r:.4f}")  # row = source
     report = (results / "report.md").read_text()
     assert "Deviations from the authors' setup" in report and f"{r:.4f}" in report
-    for figure in ("universality_grid.png", "feature_budget.png", "scaling_law.png", "pairs/w32__w16.png"):
+    for figure in ("universality_grid.png", "feature_budget.png", "scaling_law.png", "pairs/w32__w16.png",
+                   "training_curves.png"):
         assert (results / "figures" / "main" / figure).stat().st_size > 1000
 
 
