@@ -9,14 +9,50 @@ import pytest
 import yaml
 import zarr
 
-from conftest import CONFIGS, snakemake
+from conftest import CONFIGS, REPO, snakemake
 from featscale.config import SPLITS
 from featscale.data.token_store import FORMAT, open_split
 
+ENTRY_POINTS = ("Snakefile", "workflow/Snakefile")  # the design card's, and the workflow catalog's
 
-def test_lint_has_no_findings(tmp_path):
-    done = snakemake("--lint", cwd=tmp_path)
+
+@pytest.mark.parametrize("entry_point", ENTRY_POINTS)
+def test_lint_has_no_findings(entry_point, tmp_path):
+    done = snakemake("--lint", cwd=tmp_path, snakefile=REPO / entry_point)
     assert "Congratulations, your workflow is in a good condition!" in done.stdout + done.stderr
+
+
+def planned_jobs(dry_run: str) -> list[tuple[str, ...]]:
+    """Every job of a dry run: its rule and its input, output, wildcards, threads and resources lines."""
+    jobs, job = [], None
+    for line in dry_run.splitlines():
+        heading = re.match(r"^(?:local)?rule (\w+):$", line)
+        if heading:
+            job = [heading[1]]
+            jobs.append(job)
+        elif job is not None and re.match(r"^    (input|output|wildcards|threads|resources):", line):
+            job.append(line.strip())
+        elif not line.startswith("    "):
+            job = None
+    return sorted(tuple(job) for job in jobs)
+
+
+def test_the_catalog_entry_point_plans_the_demo_with_the_same_jobs_as_the_top_level(tmp_path):
+    plans = {entry_point: planned_jobs(snakemake("-n", "--configfile", str(CONFIGS["demo"]), cwd=tmp_path,
+                                                 snakefile=REPO / entry_point).stdout)
+             for entry_point in ENTRY_POINTS}
+    assert len(plans["Snakefile"]) > 30 and any(job[0] == "all" for job in plans["Snakefile"])
+    assert plans["workflow/Snakefile"] == plans["Snakefile"]
+
+
+def test_the_catalog_finds_its_files_and_the_license_is_the_package_metadatas():
+    import tomllib
+
+    catalog = yaml.safe_load((REPO / ".snakemake-workflow-catalog.yml").read_text())["usage"]
+    assert catalog["software-stack-deployment"]["conda"] is True and catalog["report"] is True
+    assert (REPO / "config" / "README.md").is_file() and (REPO / "workflow" / "Snakefile").is_file()
+    license_name = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["license"]
+    assert license_name == "MIT" and (REPO / "LICENSE").read_text().startswith("MIT License\n")
 
 
 @pytest.mark.parametrize("name", CONFIGS)
