@@ -118,6 +118,7 @@ def model_card(model: GPT, card: dict[str, Any]) -> str:
     source = corpus["source"]
     block = ", ".join(f"{key}: {value}" for key, value in (corpus.get(source) or {}).items())
     widths = ", ".join(str(width) for width in sorted(card["widths"]))
+    eot_in_table = EOT.replace("|", "\\|")  # a pipe, even in a code span, would end the table cell
     return "\n".join([
         "---",
         "library_name: transformers",
@@ -137,7 +138,8 @@ def model_card(model: GPT, card: dict[str, Any]) -> str:
         f"| non-embedding parameters | {c.non_embedding_params:,} |",
         f"| family (widths) | {widths} |",
         f"| data | `{source}` corpus{f' ({block})' if block else ''}, train split |",
-        f"| tokenizer | the run's, {card['tokenizer_vocab']:,} tokens, `{EOT}` as bos/eos; no BOS is prepended "
+        f"| tokenizer | the run's, {card['tokenizer_vocab']:,} tokens, `{eot_in_table}` as bos/eos; "
+        "no BOS is prepended "
         "in training (windows start anywhere in the token stream) |",
         f"| training tokens | {final['tokens']:,} |",
         f"| loss (nats/token) | train {final['train_loss']:.4f}; validation {final['val_loss']:.4f} on "
@@ -146,6 +148,7 @@ def model_card(model: GPT, card: dict[str, Any]) -> str:
         "```python",
         "from transformers import AutoModelForCausalLM, AutoTokenizer",
         "",
+        "folder = \".\"  # the folder of this card",
         "model = AutoModelForCausalLM.from_pretrained(folder)",
         "tokenizer = AutoTokenizer.from_pretrained(folder)",
         "```",
