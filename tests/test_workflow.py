@@ -216,3 +216,22 @@ def test_every_store_writes_exactly_the_attributes_its_format_documents(tiny_run
     }
     for module, attrs in written.items():
         assert documented_attrs(module) == set(attrs), module.__name__
+
+
+@pytest.mark.slow
+def test_the_report_bundles_every_figure_of_the_tiny_run_with_its_caption(tiny_run, tmp_path):
+    from html import escape
+
+    report = tmp_path / "report.html"
+    snakemake("--report", str(report), "--configfile", str(CONFIGS["tiny"]), cwd=tiny_run)
+    html = report.read_text()
+    figures = tiny_run / "results" / "tiny" / "figures" / "main"
+    drawn = sorted(path.relative_to(tiny_run).as_posix() for path in figures.rglob("*.png"))
+    assert "results/tiny/figures/main/training_curves.png" in drawn and len(drawn) >= 9
+    for path in drawn + ["results/tiny/report.md"]:
+        assert f'"{path}"' in html, f"{path} is not in the report"
+    # each caption's first words (null_distributions: the tiny run has no null, so no such figure)
+    for caption in sorted((REPO / "workflow" / "report").glob("*.rst")):
+        if caption.stem not in ("workflow", "null_distributions"):
+            first_words = " ".join(caption.read_text().split()[:5])
+            assert escape(first_words, quote=False) in html, caption.name
