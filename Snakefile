@@ -4,8 +4,9 @@
 
 import os
 
-# beside this file, wherever the working directory (--directory) is
-configfile: os.path.join(workflow.basedir, "config.yaml")
+# beside this file, wherever the working directory (--directory) is, and also when
+# workflow/Snakefile (the catalog's entry point) includes this file
+configfile: os.path.join(workflow.current_basedir, "config.yaml")
 
 
 include: "workflow/rules/common.smk"

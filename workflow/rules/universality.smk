@@ -74,6 +74,8 @@ rule figures:
         widths=rules.width_summary.output.widths,
         scaling=rules.width_summary.output.scaling,
         scaling_fits=rules.width_summary.output.scaling_fits,
+        model_metrics=expand(rules.train_model.output.metrics, model=MODELS),
+        sae_metrics=lambda wildcards: expand(rules.train_sae.output.metrics, model=MODELS, sae=wildcards.sae),
     output:
         grid=report(
             figure_path("universality_grid.png"),
@@ -121,6 +123,11 @@ rule figures:
             figure_path("scaling_law.png"),
             caption="../report/scaling_law.rst",
             category="Losses",
+        ),
+        training=report(
+            figure_path("training_curves.png"),
+            caption="../report/training_curves.rst",
+            category="Training",
         ),
     threads: 1
     log:

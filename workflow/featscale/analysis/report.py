@@ -396,7 +396,8 @@ def write_study_report(
         lines += [f"- {line}" for line in control_findings(controls, settings.null_percentile)] + [""]
         lines += ["### Figures", ""] + [f"![{name}]({rel(name)})" for name in (
             "universality_grid.png", "universality_grid_masked.png", "reconstructed_losses.png",
-            "feature_budget.png", "ablation.png", "features_by_width.png", "scaling_law.png")] + [""]
+            "feature_budget.png", "ablation.png", "features_by_width.png", "scaling_law.png",
+            "training_curves.png")] + [""]
     lines += ["## Deviations from the authors' setup", "", markdown_table(deviations(settings)), ""]
     write_text(out, "\n".join(lines))
 
