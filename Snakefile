@@ -14,6 +14,7 @@ include: "workflow/rules/models.smk"
 include: "workflow/rules/saes.smk"
 include: "workflow/rules/features.smk"
 include: "workflow/rules/universality.smk"
+include: "workflow/rules/browser.smk"
 
 
 rule all:
@@ -26,3 +27,4 @@ rule all:
         correlations=[path for sae in config["saes"] for path in correlation_paths(sae)],
         figures=expand(f"{RESULTS}/figures/{{sae}}/universality_grid.png", sae=config["saes"]),
         report=f"{RESULTS}/report.md",
+        browser=expand(f"{RESULTS}/browser/{{sae}}", sae=config["saes"]),
