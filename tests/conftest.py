@@ -52,3 +52,11 @@ def tiny_store(tmp_path_factory) -> Path:
     store = workdir / "results" / "tiny" / "data" / "tokens.zarr"
     snakemake(str(store.relative_to(workdir)), "--cores", "2", "--configfile", str(CONFIGS["tiny"]), cwd=workdir)
     return store
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """The whole tiny config run once (rule all, `--cores 2`) in a temporary folder: its results/tiny/."""
+    workdir = tmp_path_factory.mktemp("tiny-run")
+    snakemake("--cores", "2", "--configfile", str(CONFIGS["tiny"]), cwd=workdir)
+    return workdir / "results" / "tiny"

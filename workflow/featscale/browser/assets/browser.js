@@ -1,6 +1,6 @@
 // The feature browser's page: plain JavaScript, no library, no network.
 // Data files are scripts in data/ that call featscaleBrowser.register(key, payload) (Chromium
-// refuses fetch() of file:// URLs); binary payloads are base64 gzip of packed arrays, whose
+// refuses to fetch file:// URLs); binary payloads are base64 gzip of packed arrays, whose
 // layout featscale/browser/payload.py describes.
 "use strict";
 
