@@ -43,6 +43,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from correlation_throughput import _to_csr, sparse_writer  # the feature stores' fast synthetic writer
+
+# all that the benchmark takes from featscale, in one place
+from featscale.browser import BrowserInputs, StudySettings, build_browser
+from featscale.browser.vocabulary import _symbol_bytes
+from featscale.correlation import counted_latents
+from featscale.features import counted_tokens, open_features, tokens_sha256
+from featscale.runtime import write_atomically
+from featscale.study import decoder_directions
+from featscale.token_store import FORMAT as TOKENS_FORMAT
+from featscale.universality import collapsed_latents, pearson_r, relative_importance
 
 TARGET_SECONDS = 10 * 60
 TARGET_BYTES = 1 << 30
@@ -83,23 +94,19 @@ def make_inputs(args: argparse.Namespace) -> tuple[Path, float]:
 def make_token_store(path: Path, args: argparse.Namespace, rng: np.random.Generator) -> np.ndarray:
     import zarr
 
-    from featscale.token_store import FORMAT
-
     per_window = args.context - 1
     n_windows = -(-args.tokens // per_window)
     rate = 1.0 / np.arange(1, args.vocab) ** 1.1  # the last id is end-of-text
     ids = np.searchsorted(np.cumsum(rate / rate.sum()), rng.random(n_windows * args.context), side="right")
     ids = np.minimum(ids, args.vocab - 2).astype(np.uint16)
     group = zarr.open_group(str(path), mode="w", zarr_format=3)
-    group.attrs.update({"format": FORMAT, "vocab_size": args.vocab})
+    group.attrs.update({"format": TOKENS_FORMAT, "vocab_size": args.vocab})
     group.create_array("analysis", data=ids, chunks=(1 << 20,), dimension_names=["token"])
     return ids.astype(np.int64).reshape(n_windows, args.context)
 
 
 def make_tokenizer(path: Path, vocab: int, rng: np.random.Generator) -> None:
     """A byte-level BPE vocabulary (the symbols of GPT-2's byte map) of `vocab` ids, the last end-of-text."""
-    from featscale.browser.vocabulary import _symbol_bytes
-
     symbol_of = {b: s for s, b in _symbol_bytes().items()}
     tokens = {symbol_of[b]: b for b in range(256)}
     letters = np.frombuffer(b"abcdefghijklmnopqrstuvwxyz", dtype=np.uint8)
@@ -126,11 +133,7 @@ def make_sae(path: Path, n_latents: int, width: int, rng: np.random.Generator) -
 def make_store(path: Path, model: str, l0: int, windows: np.ndarray, args: argparse.Namespace,
                rng: np.random.Generator) -> None:
     import torch
-    from correlation_throughput import _to_csr, sparse_writer
     from safetensors.numpy import load_file
-
-    from featscale.features import counted_tokens, tokens_sha256
-    from featscale.runtime import write_atomically
 
     n = args.latents
     rate = rng.permutation(1.0 / np.arange(1, n + 1) ** 0.7)
@@ -159,11 +162,6 @@ def make_store(path: Path, model: str, l0: int, windows: np.ndarray, args: argpa
 def make_tables(root: Path, models: list[str], args: argparse.Namespace, rng: np.random.Generator) -> None:
     """points.parquet, latents.csv and pairs.csv as the universality rule writes them (random y)."""
     import pandas as pd
-
-    from featscale.correlation import counted_latents
-    from featscale.features import open_features
-    from featscale.study import decoder_directions
-    from featscale.universality import collapsed_latents, pearson_r, relative_importance
 
     stores = {m: open_features(root / "features" / m / f"{SAE}.zarr") for m in models}
     counted, collapsed, census = {}, {}, []
@@ -210,8 +208,6 @@ def make_tables(root: Path, models: list[str], args: argparse.Namespace, rng: np
 
 def worker_build(args: argparse.Namespace) -> dict[str, Any]:
     """In a fresh process: build the browser, report wall and CPU time and peak memory."""
-    from featscale.browser import BrowserInputs, StudySettings, build_browser
-
     root = Path(args.inputs)
     models = [f"w{w}" for w in args.widths]
     inputs = BrowserInputs(

@@ -9,7 +9,7 @@ numbers, its best partners in the other models, its top and sampled contexts and
     assets/      index.html, browser.js, browser.css (plain JS, CSS and canvas; no library)
 """
 
-from featscale.browser.builder import BrowserInputs, StudySettings, build_browser
-from featscale.browser.contexts import ExampleSettings
+from .builder import BrowserInputs, StudySettings, build_browser
+from .contexts import ExampleSettings
 
 __all__ = ["BrowserInputs", "ExampleSettings", "StudySettings", "build_browser"]

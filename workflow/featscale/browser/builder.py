@@ -35,16 +35,16 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
-# everything this package takes from the rest of featscale (kept in one place: see the README's layout)
+# all that the browser takes from the rest of featscale, in one place (module moves touch only these lines)
 from featscale.features import FeatureStore, analysis_windows, counted_tokens, open_features, tokens_sha256
 from featscale.runtime import write_atomically
 from featscale.study import decoder_directions
 from featscale.token_store import open_split
 from featscale.universality import collapsed_latents, relative_importance
 
-from featscale.browser.contexts import ExampleSettings, Windows, latent_examples
-from featscale.browser.payload import write_binary, write_json
-from featscale.browser.vocabulary import token_strings
+from .contexts import ExampleSettings, Windows, latent_examples
+from .payload import write_binary, write_json
+from .vocabulary import token_strings
 
 FORMAT = "featscale.browser/1"
 ASSETS = Path(__file__).with_name("assets")
