@@ -372,7 +372,11 @@ def test_the_overview_draws_the_reports_points_and_clicking_one_opens_its_contex
     pair = points[(points["source"] == "w16") & (points["target"] == "w32")]
     assert driver.find_element(By.ID, "plot").get_attribute("data-points") == str(len(pair))
     r = pd.read_csv(tiny_run / "analysis" / "main" / "pairs.csv").query("source == 'w16' and target == 'w32'")
-    assert f"r = {r['pearson_r'].iloc[0]:.3f}" in driver.find_element(By.ID, "pair-summary").text
+    summary = driver.find_element(By.ID, "pair-summary").text
+    assert f"r = {r['pearson_r'].iloc[0]:.3f}" in summary
+    # the page's own r over the points it draws: the same numbers as the report's
+    assert float(summary.split("r of the points shown: ")[1].rstrip(".")) == pytest.approx(r["pearson_r"].iloc[0],
+                                                                                           abs=1.5e-3)
 
     # the most isolated point, so that the mouse lands on it alone
     xy = pair[["relative_importance", "max_similarity"]].to_numpy()

@@ -273,12 +273,25 @@
     }
     const r = (entry) => (entry && entry.pearson_r !== null ? entry.pearson_r.toFixed(3) : "n/a");
     const counted = countWhere(index.status, 0);
+    const shownR = pearson(shown.map((i) => relative[i]), shown.map((i) => similarity[i]));
     $("pair-summary").textContent =
       `${source} → ${target}: ${shown.length} of ${counted} counted latents shown` +
       (excluded.length ? `, ${excluded.length} excluded below the axis` : "") +
       `. Report: r = ${r(pair.all)} (all counted), ${r(pair.masked)} without collapsed latents` +
-      (fit && fit.b !== null ? `; fit y = 1 − exp(−${fit.b.toFixed(3)} (x − ${fit.c.toFixed(3)}))` : "") + ".";
+      (fit && fit.b !== null ? `; fit y = 1 − exp(−${fit.b.toFixed(3)} (x − ${fit.c.toFixed(3)}))` : "") +
+      `. r of the points shown: ${Number.isNaN(shownR) ? "n/a" : shownR.toFixed(3)}.`;
     $("plot").dataset.points = String(shown.length);
+  }
+
+  function pearson(x, y) {
+    const n = x.length;
+    if (n < 2) return NaN;
+    const mx = x.reduce((a, b) => a + b, 0) / n, my = y.reduce((a, b) => a + b, 0) / n;
+    let sxy = 0, sxx = 0, syy = 0;
+    for (let i = 0; i < n; i++) {
+      sxy += (x[i] - mx) * (y[i] - my); sxx += (x[i] - mx) ** 2; syy += (y[i] - my) ** 2;
+    }
+    return sxx > 0 && syy > 0 ? sxy / Math.sqrt(sxx * syy) : NaN;
   }
 
   function countWhere(array, value) {
@@ -317,7 +330,9 @@
     if (index.collapsed[i]) lines.push("collapsed");
     tip.textContent = lines.join("\n");
     tip.hidden = false;
-    tip.style.left = `${point.x + 12}px`;
+    const flip = point.x > $("scatter").clientWidth - 240; // keep the tooltip inside the plot
+    tip.style.left = flip ? "" : `${point.x + 12}px`;
+    tip.style.right = flip ? `${$("scatter").clientWidth - point.x + 12}px` : "";
     tip.style.top = `${point.y + 8}px`;
   }
 
