@@ -73,6 +73,7 @@
     drawn: [], // points on the canvas: {latent, x, y} in CSS pixels
     plot: null, // the scatter's scales
     hovered: null,
+    selected: null, // {model, latent} open in the panel
   };
 
   function fail(error) {
@@ -257,6 +258,14 @@
       ctx.fillStyle = index.status[i] === 2 ? "rgba(0, 0, 0, 0.8)" : "rgba(120, 120, 120, 0.7)";
       ctx.fillRect(x - 1.5, stripY - 5, 3, 10);
       state.drawn.push({ latent: i, x, y: stripY });
+    }
+    // the latent open in the panel, ringed
+    const open = state.selected && state.selected.model === source &&
+      state.drawn.find((p) => p.latent === state.selected.latent);
+    if (open) {
+      ctx.strokeStyle = "#b3261e";
+      ctx.lineWidth = 2;
+      ctx.beginPath(); ctx.arc(open.x, open.y, 6, 0, 2 * Math.PI); ctx.stroke();
     }
     // the report's fit, of all latents or without the collapsed ones
     const pair = pairEntry(source, target) || {};
@@ -497,6 +506,8 @@
     }
     panel.dataset.state = "loading";
     panel.dataset.latent = `${model}/${latent}`;
+    state.selected = { model, latent };
+    drawScatter();
     panel.replaceChildren(paragraph(`Loading ${model}/${latent} …`));
     const entry = manifest.model_data[model];
     const shard = Math.floor(latent / entry.latents_per_shard);
