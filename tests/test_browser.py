@@ -280,18 +280,30 @@ def _replace(inputs: BrowserInputs, **changes) -> BrowserInputs:
 # ---------------------------------------------------------------- the tiny run's page in headless Chromium
 
 
-@pytest.fixture
-def driver():
+def _missing_for_chromium() -> list[str]:
     missing = [name for name in ("chromium", "chromedriver") if shutil.which(name) is None]
     try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.options import Options
-        from selenium.webdriver.chrome.service import Service
+        import selenium  # noqa: F401
     except ImportError:
         missing.append("the selenium package (pip install -e '.[test]')")
-    if missing:
-        pytest.skip(f"no {' and no '.join(missing)}: the browser tests need Debian's chromium and chromium-driver "
-                    "(apt-get install -y chromium chromium-driver)")
+    return missing
+
+
+# checked before any fixture is set up, so that without Chromium the tiny run is not made for nothing
+needs_chromium = pytest.mark.skipif(
+    bool(_missing_for_chromium()),
+    reason=f"no {' and no '.join(_missing_for_chromium())}: the browser tests need Debian's chromium and "
+    "chromium-driver (apt-get install -y chromium chromium-driver)",
+)
+
+
+@pytest.fixture
+def driver():
+    """Headless Chromium (Debian's, with its chromedriver) that logs the console and every request."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
     options = Options()
     options.binary_location = shutil.which("chromium")
     for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1000"):
@@ -362,6 +374,7 @@ def _check_contexts(panel, tiny_run: Path, model: str, latent: int) -> None:
 
 
 @pytest.mark.slow
+@needs_chromium
 def test_the_overview_draws_the_reports_points_and_clicking_one_opens_its_contexts(tiny_run, driver):
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
@@ -395,6 +408,7 @@ def test_the_overview_draws_the_reports_points_and_clicking_one_opens_its_contex
 
 
 @pytest.mark.slow
+@needs_chromium
 def test_a_search_result_opens_its_latent_and_a_partner_link_leads_to_the_partner(tiny_run, driver):
     from selenium.webdriver.common.by import By
 
@@ -420,6 +434,7 @@ def test_a_search_result_opens_its_latent_and_a_partner_link_leads_to_the_partne
 
 
 @pytest.mark.slow
+@needs_chromium
 def test_a_latent_excluded_from_the_correlation_still_shows_its_contexts(tiny_run, driver):
     from selenium.webdriver.common.by import By
 
