@@ -116,8 +116,11 @@ def build_browser(out: str | Path, inputs: BrowserInputs, study: StudySettings, 
         census = pd.read_csv(inputs.census).set_index("model")
         model_entries = {}
         for position, model in enumerate(models):
-            entry, model_sizes = _write_model(data / model, model, position, models, stores[model],
-                                              inputs.sae_weights[model], points, census, study, windows, examples)
+            entry, model_sizes = _write_model(
+                data / model, model, position=position, models=models, store=stores[model],
+                sae_weights=inputs.sae_weights[model], points=points, census=census, study=study, windows=windows,
+                examples=examples,
+            )
             model_entries[model] = entry
             sizes.update({f"{model}/{name}": size for name, size in model_sizes.items()})
             log.info("%s: %d latents in %d shards, %.1f MB, %.0f s so far", model, entry["n_latents"],
@@ -191,10 +194,11 @@ def _window_tokens(store: FeatureStore, tokens: str | Path, window_seed: int | N
 # ---------------------------------------------------------------- one model
 
 
-def _write_model(folder: Path, model: str, position: int, models: Sequence[str], store: FeatureStore,
+def _write_model(folder: Path, model: str, *, position: int, models: Sequence[str], store: FeatureStore,
                  sae_weights: str | Path, points: pd.DataFrame, census: pd.DataFrame, study: StudySettings,
                  windows: Windows, examples: ExampleSettings) -> tuple[dict[str, Any], dict[str, int]]:
-    """Write one model's index and shards; returns its manifest entry and file sizes."""
+    """Write one model's index and shards (`position`: its place among `models`, seeding its samples);
+    returns its manifest entry and file sizes."""
     folder.mkdir()
     n = store.n_latents
     count = store.stat("count")
@@ -257,8 +261,8 @@ def _write_model(folder: Path, model: str, position: int, models: Sequence[str],
     n_shards = -(-n // per_shard)
     for shard in range(n_shards):
         latents = range(shard * per_shard, min((shard + 1) * per_shard, n))
-        found = latent_examples(columns.indptr, columns.indices, columns.data, latents, maxima, windows,
-                                examples, seed=position)
+        found = latent_examples(columns.indptr, columns.indices, columns.data, latents=latents, maxima=maxima,
+                                windows=windows, settings=examples, seed=position)
         sizes[f"shard-{shard}.js"] = write_binary(
             folder / f"shard-{shard}.js", f"{model}/shard-{shard}", found._asdict(),
             meta={"first_latent": latents.start, "n_latents": len(latents)},

@@ -80,6 +80,7 @@ def latent_examples(
     indptr: np.ndarray,
     rows: np.ndarray,
     values: np.ndarray,
+    *,
     latents: range,
     maxima: np.ndarray,
     windows: Windows,
