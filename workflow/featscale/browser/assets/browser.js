@@ -287,7 +287,7 @@
       `${source} → ${target}: ${shown.length} of ${counted} counted latents shown` +
       (excluded.length ? `, ${excluded.length} excluded below the axis` : "") +
       `. Report: r = ${r(pair.all)} (all counted), ${r(pair.masked)} without collapsed latents` +
-      (fit && fit.b !== null ? `; fit y = 1 − exp(−${fit.b.toFixed(3)} (x − ${fit.c.toFixed(3)}))` : "") +
+      (fit && fit.b !== null ? `; fit y = 1 − exp(−${fit.b.toFixed(3)} (x ${fit.c < 0 ? "+" : "−"} ${Math.abs(fit.c).toFixed(3)}))` : "") +
       `. r of the points shown: ${Number.isNaN(shownR) ? "n/a" : shownR.toFixed(3)}.`;
     $("plot").dataset.points = String(shown.length);
   }
