@@ -91,6 +91,9 @@ def test_replicate_pairs_are_marked_in_the_r_table():
     ("demo-controls.yaml", ["correlate_shifted", "w64-s1", "correlate_untrained", "models/w128-init/model.safetensors",
                             "saes/w64/main-seed1/cfg.json", "correlate_sae_seed_shifted"]),
     ("demo-sae-sweep.yaml", ["saes/w128/latents512", "saes/w128/latents2048", "correlations/latents2048/w32__w64"]),
+    ("demo-authors.yaml", ["saes/w128/authors/cfg.json", "saes/w32/topk/cfg.json", "correlations/topk/w32__w64",
+                           "analysis/authors/verdicts.csv"]),
+    ("demo-one-lr.yaml", ["results/demo-one-lr/saes/w128/main/cfg.json"]),
 ])
 def test_shipped_layers_over_the_demo_plan_their_extra_jobs(layer, expected, tmp_path):
     done = snakemake("-n", "--configfile", str(CONFIGS["demo"]), str(CONFIGS["demo"].parent / layer), cwd=tmp_path)
