@@ -27,7 +27,13 @@ This module is the one home of the output format, `correlations/{sae}/{a}__{b}.z
     attrs                         format, a, b (the models), sae, n_tokens, min_count,
                                   a_counted, a_dead, a_rare, b_counted, b_dead, b_rare (latents
                                   counted and excluded on each side), block_latents, token_chunk,
-                                  matrix_dtype, shift (0, or the shifted-token null's shift)
+                                  matrix_dtype, shift (0, or the shifted-token null's shift),
+                                  tokens_sha256, a_sae_sha256, b_sae_sha256 (what the two feature
+                                  stores record: the tokens and the SAEs whose codes these are)
+
+Every chunk carries zstd's checksum, checked on every read; `open_correlations` checks the format
+and that every chunk is on disk. An r outside [-1, 1] beyond rounding stops the job, naming the
+latents and the pair (the codes and the sums of one store disagree: it is corrupt).
 """
 
 from __future__ import annotations
@@ -47,12 +53,17 @@ import zarr
 from scipy import sparse
 
 from featscale.config import CorrelationSettings
+from featscale.features.store import PRODUCER as FEATURES_PRODUCER
 from featscale.features.store import FeatureStore, open_features
-from featscale.io import write_atomically
+from featscale.io import ArtifactError, artifact_error, check_chunks, checked_array_options, reading, write_atomically
 
-FORMAT = "featscale.correlations/1"
+# /2: checksummed chunks, every chunk on disk, tokens and SAE SHA-256s (a /1 store is refused: rebuild it)
+FORMAT = "featscale.correlations/2"
+PRODUCER = "correlate"
+SIDE_ARRAYS = ("latent", "max_similarity", "best_partner")
 MATRIX_DTYPES = ("float16", "float32", "float64", "none")
 SUB_BLOCK = 256  # A latents per sparse product, whose dense rows (x F_B float64) are added at once
+R_TOLERANCE = 1e-6  # a Pearson r computed in float64 may pass ±1 by rounding, never by more
 log = logging.getLogger(__name__)
 
 
@@ -70,8 +81,18 @@ def counted_latents(store: FeatureStore, min_count: int) -> Counted:
     """The latents of `store` that fire on at least `min_count` tokens (and vary), with moments."""
     count = store.stat("count")
     n = store.n_tokens
+    for name in ("sum", "sum_squares"):
+        bad = np.flatnonzero(~np.isfinite(store.stat(name)))
+        if len(bad):
+            raise artifact_error(store.path, f"records a non-finite {name} for latent {bad[0]} (and {len(bad) - 1} "
+                                             "more)", FEATURES_PRODUCER)
     mean = store.stat("sum") / n
-    variance = np.maximum(store.stat("sum_squares") / n - mean**2, 0.0)
+    variance = store.stat("sum_squares") / n - mean**2
+    impossible = np.flatnonzero(variance < -1e-9 * (store.stat("sum_squares") / n))  # beyond rounding
+    if len(impossible):
+        raise artifact_error(store.path, f"records sums for latent {impossible[0]} that no codes can have (a "
+                                         f"negative variance; {len(impossible) - 1} more such latents)", FEATURES_PRODUCER)
+    variance = np.maximum(variance, 0.0)
     keep = (count >= max(min_count, 1)) & (variance > 0)  # a latent active on every token is constant too
     latents = np.flatnonzero(keep)
     return Counted(latents, mean[latents], np.sqrt(variance[latents]), int((count == 0).sum()),
@@ -168,7 +189,9 @@ def _correlate_block(job: _Job) -> tuple[int, np.ndarray, np.ndarray, np.ndarray
     scale_a, shift_a = 1.0 / (n * ca.std[job.lo : job.hi]), ca.mean[job.lo : job.hi] / ca.std[job.lo : job.hi]
     scale_b, shift_b = 1.0 / cb.std, cb.mean / cb.std
     every_b = n_b == b.n_latents  # then the counted columns are all columns, in order
-    matrix = zarr.open_array(job.matrix_path, mode="r+") if job.matrix_path is not None else None
+    matrix = None
+    if job.matrix_path is not None:
+        matrix = zarr.open_array(job.matrix_path, mode="r+").with_config(checked_array_options()["config"])
     r = np.empty((rows, n_b), dtype=matrix.dtype) if matrix is not None else None
     row_max, row_best = np.empty(rows), np.empty(rows, dtype=np.int64)
     col_max, col_best = np.full(n_b, -np.inf), np.zeros(n_b, dtype=np.int64)
@@ -179,6 +202,7 @@ def _correlate_block(job: _Job) -> tuple[int, np.ndarray, np.ndarray, np.ndarray
         part *= scale_a[lo:hi, None]
         part *= scale_b
         part -= shift_a[lo:hi, None] * shift_b
+        _check_range(part, ca.latents[job.lo + lo : job.lo + hi], cb.latents, a, b)
         row_best[lo:hi] = part.argmax(axis=1)
         row_max[lo:hi] = part[np.arange(hi - lo), row_best[lo:hi]]
         for i in range(hi - lo):
@@ -190,6 +214,22 @@ def _correlate_block(job: _Job) -> tuple[int, np.ndarray, np.ndarray, np.ndarray
     if matrix is not None:
         matrix[job.lo : job.hi] = r
     return (job.lo, row_max, row_best, col_max, col_best + job.lo)
+
+
+def _check_range(r: np.ndarray, a_latents: np.ndarray, b_latents: np.ndarray, a: FeatureStore, b: FeatureStore) -> None:
+    """Stop at an r that cannot be (outside [-1, 1] beyond rounding, or not finite): the codes and the
+    per-latent sums of one of the two stores disagree, so one is corrupt."""
+    bad = ~(np.abs(r) <= 1 + R_TOLERANCE)
+    if bad.any():
+        i, j = np.argwhere(bad)[0]
+        pair = f"{a.attrs['model']}__{b.attrs['model']}"
+        raise ArtifactError(
+            f"pair {pair}: r = {r[i, j]:.6g} for latent {a_latents[i]} of {a.attrs['model']} and latent {b_latents[j]} "
+            f"of {b.attrs['model']}, outside [-1, 1] ({int(bad.sum())} such r in this block): the codes and the sums "
+            f"of {a.path} or {b.path} disagree, so one is corrupt. Delete both and let rule encode_features make them "
+            f"again: rm -rf '{a.path}' '{b.path}' && snakemake '{a.path}' '{b.path}' (with this run's --configfile), "
+            "then rerun the workflow."
+        )
 
 
 def correlate(
@@ -215,9 +255,12 @@ def correlate(
         raise ValueError(f"matrix dtype {matrix_dtype!r}: use one of {', '.join(MATRIX_DTYPES)}")
     a, b = open_features(a_path), open_features(b_path)
     if a.attrs["tokens_sha256"] != b.attrs["tokens_sha256"] or a.n_tokens != b.n_tokens:
-        raise ValueError(
-            f"{a_path} and {b_path} hold codes of different tokens ({a.n_tokens} vs {b.n_tokens} tokens, "
-            "fingerprints differ): rebuild both feature stores with the same features settings"
+        raise ArtifactError(
+            f"{a_path} and {b_path} hold codes of different tokens ({a.n_tokens:,} and {b.n_tokens:,} tokens, token "
+            f"SHA-256 {a.attrs['tokens_sha256'][:16]}... and {b.attrs['tokens_sha256'][:16]}...): one was encoded "
+            "before the token store was rebuilt or the `features` settings changed. Delete both and let rule "
+            f"encode_features make them again: rm -rf '{a_path}' '{b_path}' && snakemake '{a_path}' '{b_path}' "
+            "(with this run's --configfile), then rerun the workflow."
         )
     ca, cb = counted_latents(a, min_count), counted_latents(b, min_count)
     if len(ca.latents) == 0 or len(cb.latents) == 0:
@@ -240,6 +283,9 @@ def correlate(
         "token_chunk": int(token_chunk),
         "matrix_dtype": matrix_dtype,
         "shift": int(shift),
+        "tokens_sha256": a.attrs["tokens_sha256"],
+        "a_sae_sha256": a.attrs["sae_sha256"],
+        "b_sae_sha256": b.attrs["sae_sha256"],
     }
 
     def write(path: Path) -> None:
@@ -249,6 +295,7 @@ def correlate(
             group.create_array(
                 "matrix", shape=(n_a, n_b), dtype=matrix_dtype,
                 chunks=(min(block_latents, n_a), min(4096, n_b)), dimension_names=["a_latent", "b_latent"],
+                **checked_array_options(),
             )
             matrix_path = str(path / "matrix")
         jobs = [
@@ -270,9 +317,9 @@ def correlate(
             ("b", cb.latents, b_max, b_best, ca.latents),
         ):
             sub = group.require_group(side)
-            sub.create_array("latent", data=latents.astype(np.int32), dimension_names=[f"{side}_latent"])
-            sub.create_array("max_similarity", data=best_max, dimension_names=[f"{side}_latent"])
-            sub.create_array("best_partner", data=partners[best].astype(np.int32), dimension_names=[f"{side}_latent"])
+            for name, data in (("latent", latents.astype(np.int32)), ("max_similarity", best_max),
+                               ("best_partner", partners[best].astype(np.int32))):
+                sub.create_array(name, data=data, dimension_names=[f"{side}_latent"], **checked_array_options())
         group.attrs.update(meta)
 
     write_atomically(out, write)
@@ -344,16 +391,39 @@ class SimilarityStore(NamedTuple):
 
     attrs: dict[str, Any]
     group: zarr.Group
+    path: Path
 
     def side(self, name: str) -> dict[str, np.ndarray]:
         """'a' or 'b': latent ids, max_similarity and best_partner of each counted latent."""
-        sub = self.group[name]
-        return {key: sub[key][:] for key in ("latent", "max_similarity", "best_partner")}
+        with reading(self.path, PRODUCER):
+            sub = self.group[name]
+            return {key: sub[key][:] for key in SIDE_ARRAYS}
+
+    def check_computed_from(self, side: str, features: FeatureStore) -> None:
+        """Raise ArtifactError unless side `side` ('a' or 'b') was computed from the codes `features` holds
+        now (the same SAE over the same tokens, by the SHA-256s both record)."""
+        recorded = (self.attrs[f"{side}_sae_sha256"], self.attrs["tokens_sha256"])
+        if recorded != (features.attrs["sae_sha256"], features.attrs["tokens_sha256"]):
+            raise artifact_error(self.path, f"was computed from other codes than {features.path} holds now (SAE "
+                                            f"and token SHA-256 {recorded[0][:12]}.../{recorded[1][:12]}..., the "
+                                            f"store records {features.attrs['sae_sha256'][:12]}.../"
+                                            f"{features.attrs['tokens_sha256'][:12]}...)", PRODUCER)
 
 
 def open_correlations(path: str | Path) -> SimilarityStore:
-    group = zarr.open_group(str(path), mode="r")
-    attrs = dict(group.attrs)
-    if attrs.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a correlation store of format {FORMAT}")
-    return SimilarityStore(attrs, group)
+    """A correlation store written by correlate (or its controls), read-only: its format and that every
+    chunk of every array is on disk are checked here, each chunk's checksum when it is read."""
+    with reading(path, PRODUCER):
+        group = zarr.open_group(str(path), mode="r")
+        attrs = dict(group.attrs)
+        if attrs.get("format") != FORMAT:
+            raise artifact_error(path, f"is not a correlation store of format {FORMAT} (it records "
+                                       f"{attrs.get('format')!r})", PRODUCER)
+        arrays = [group[f"{side}/{name}"] for side in ("a", "b") for name in SIDE_ARRAYS]
+        for array in arrays + ([group["matrix"]] if attrs["matrix_dtype"] != "none" else []):
+            check_chunks(array, path, PRODUCER)
+        for side in ("a", "b"):
+            if any(group[f"{side}/{name}"].shape != (attrs[f"{side}_counted"],) for name in SIDE_ARRAYS):
+                raise artifact_error(path, f"has arrays under {side}/ whose lengths differ from its "
+                                           f"{side}_counted = {attrs[f'{side}_counted']}", PRODUCER)
+    return SimilarityStore(attrs, group, Path(path))

@@ -17,7 +17,7 @@ from safetensors.torch import save_file
 from tokenizers import Tokenizer
 
 from featscale.data.tokenizer import eot_id
-from featscale.io import write_atomically
+from featscale.io import write_atomically, write_safetensors
 from featscale.models.gpt import GPT, INIT_STD, LAYER_NORM_EPS, load_model
 
 
@@ -88,7 +88,10 @@ def export_hf(model: GPT, out_dir: str | Path, *, eos_token_id: int | None = Non
     def write(folder: Path) -> None:
         folder.mkdir()
         (folder / "config.json").write_text(json.dumps(hf_config(model, eos_token_id), indent=2) + "\n")
-        save_file(hf_state_dict(model), folder / "model.safetensors", metadata={"format": "pt"})
+        tensors = hf_state_dict(model)
+        # its SHA-256 and config.json's recorded beside "format" (which transformers reads), as for our own weights
+        write_safetensors(folder / "model.safetensors", lambda path, metadata: save_file(tensors, path, metadata=metadata),
+                          metadata={"format": "pt"}, config=folder / "config.json")
 
     return write_atomically(out_dir, write)
 

@@ -28,7 +28,7 @@ from featscale.data.sampler import heldout_windows
 from featscale.data.token_store import open_split
 from featscale.execution.devices import autocast, pick_device
 from featscale.features.store import open_features, tokens_sha256
-from featscale.io import write_frame
+from featscale.io import recorded_sha256, write_frame
 from featscale.models.gpt import GPT
 from featscale.saes.base import SparseAutoencoder, load_model_and_sae
 from featscale.seeds import stream_rng
@@ -92,6 +92,7 @@ def run_feature_budget(
     store, whose importance and firing counts rank the latents)."""
     gpt, autoencoder = load_model_and_sae(inputs)
     store = open_features(inputs["features"])
+    store.check_made_with(inputs["sae_weights"], recorded_sha256(inputs["sae_weights"]))
     variants = budget_variants(store.stat("importance"), store.stat("count"), budget, run_seed)
     windows = heldout_windows(open_split(inputs["tokens"], "val"), budget.tokens, gpt.config.context)
     table = feature_budget(gpt, autoencoder, windows, variants, layer=spec.layer, site=spec.site,
