@@ -33,15 +33,20 @@ This module is the one home of the output format, `correlations/{sae}/{a}__{b}.z
 
 Every chunk carries zstd's checksum, checked on every read; `open_correlations` checks the format
 and that every chunk is on disk. An r outside [-1, 1] beyond rounding stops the job, naming the
-latents and the pair (the codes and the sums of one store disagree: it is corrupt).
+latents and the pair (the codes and the sums of one store disagree: it is corrupt). A job's worker
+processes die with it, however it ends: a killed job leaves none writing into its output.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import multiprocessing
 import os
+import signal
 import sys
+import threading
+import time
 from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
@@ -64,6 +69,7 @@ SIDE_ARRAYS = ("latent", "max_similarity", "best_partner")
 MATRIX_DTYPES = ("float16", "float32", "float64", "none")
 SUB_BLOCK = 256  # A latents per sparse product, whose dense rows (x F_B float64) are added at once
 R_TOLERANCE = 1e-6  # a Pearson r computed in float64 may pass ±1 by rounding, never by more
+PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent dies
 log = logging.getLogger(__name__)
 
 
@@ -342,7 +348,12 @@ def run_correlate(
 
 
 def _run(jobs: list[_Job], workers: int):
-    """Results of the jobs, in completion order; processes started by spawn, never fork."""
+    """Results of the jobs, in order; processes started by spawn, never fork.
+
+    The workers die with the job: each asks the kernel for SIGKILL when the job's process dies
+    (`_die_with_parent`), and a job that fails (a block raising, the output failing to write) kills
+    them at once instead of waiting for their blocks, so none is left writing into its output.
+    """
     if workers <= 1 or len(jobs) == 1:
         yield from map(_correlate_block, jobs)
         return
@@ -350,17 +361,57 @@ def _run(jobs: list[_Job], workers: int):
     env = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     saved = {key: os.environ.get(key) for key in env}
     os.environ.update(env)
+    pool = ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=context,
+                               initializer=_die_with_parent, initargs=(os.getpid(),))
     try:
-        with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=context) as pool:
-            with _main_module_hidden():  # map submits every job, so every worker starts here
-                results = pool.map(_correlate_block, jobs)
-            yield from results
+        with _main_module_hidden():  # map submits every job, so every worker starts here
+            results = pool.map(_correlate_block, jobs)
+        yield from results
+    except BaseException:
+        _kill_workers(pool)
+        raise
+    else:
+        pool.shutdown(wait=True)
     finally:
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+def _die_with_parent(parent: int) -> None:
+    """A worker's first act: die with the job's process, however it ends (kill -9, the OOM killer).
+
+    On Linux the kernel sends SIGKILL when the parent dies (prctl PR_SET_PDEATHSIG); elsewhere a
+    thread polls for it. A parent that died before this ran is noticed by the pid check.
+    """
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    else:
+        threading.Thread(target=_exit_when_orphaned, args=(parent,), daemon=True).start()
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+def _exit_when_orphaned(parent: int, poll_seconds: float = 1.0) -> None:
+    while os.getppid() == parent:
+        time.sleep(poll_seconds)
+    os._exit(1)
+
+
+def _kill_workers(pool: ProcessPoolExecutor) -> None:
+    """Stop every worker now; its blocks are not waited for. Python 3.14 has kill_workers; before it the
+    executor's table of processes is the only handle on them."""
+    if hasattr(pool, "kill_workers"):
+        pool.kill_workers()
+        return
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        process.kill()
+    for process in processes:
+        process.join(timeout=30)
 
 
 @contextmanager
