@@ -2,12 +2,8 @@
 # This file only loads and validates the config, includes the stages and names the targets;
 # each stage is one file under workflow/rules/, its work one function of workflow/featscale/.
 
-import os
-
-# beside this file, wherever the working directory (--directory) is
-configfile: os.path.join(workflow.basedir, "config.yaml")
-
-
+# first: common.smk loads config.yaml (beside this file), the --configfile files over it, and
+# checks the result before any job runs
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/models.smk"
