@@ -455,9 +455,10 @@ class SimilarityStore(NamedTuple):
         now (the same SAE over the same tokens, by the SHA-256s both record)."""
         recorded = (self.attrs[f"{side}_sae_sha256"], self.attrs["tokens_sha256"])
         if recorded != (features.attrs["sae_sha256"], features.attrs["tokens_sha256"]):
-            raise artifact_error(self.path, f"was computed from other codes than {features.path} holds now (SAE "
-                                            f"and token SHA-256 {recorded[0][:12]}.../{recorded[1][:12]}..., the "
-                                            f"store records {features.attrs['sae_sha256'][:12]}.../"
+            raise artifact_error(self.path, f"was computed from other codes than {features.path} holds now (it "
+                                            f"records SAE SHA-256 {recorded[0][:12]}... and token SHA-256 "
+                                            f"{recorded[1][:12]}... for side {side}, the feature store "
+                                            f"{features.attrs['sae_sha256'][:12]}... and "
                                             f"{features.attrs['tokens_sha256'][:12]}...)", PRODUCER)
 
 

@@ -182,7 +182,7 @@ def _check_fit_inputs(importance: np.ndarray, values: Mapping[str, np.ndarray], 
             i = int(np.flatnonzero(bad)[0])
             raise ArtifactError(
                 f"pair ({pair[0]}, {pair[1]}): latent {latents[i]} of {pair[0]} has {what} {value[i]:.6g}, which "
-                f"cannot be ({int(bad.sum())} such latents): {path} is corrupt. Delete it and let its rule make it "
+                f"cannot be ({int(bad.sum())} such latent{'s' if bad.sum() > 1 else ''} in all): {path} is corrupt. Delete it and let its rule make it "
                 f"again: rm -rf '{path}' && snakemake '{path}' (with this run's --configfile), then rerun the workflow."
             )
 
