@@ -238,6 +238,19 @@ def checked_array_options(level: int = 3) -> dict[str, Any]:
     return {"compressors": ZstdCodec(level=level, checksum=True), "config": {"write_empty_chunks": True}}
 
 
+def open_store(path: str | Path, kind: str, format: str, producer: str) -> tuple[Any, dict[str, Any]]:
+    """A zarr store that `producer` wrote, read-only, and its attrs: refused unless they record
+    `format` (a store of another version, or no store at all). `kind` names it in the message."""
+    import zarr  # only the environments that read stores need zarr
+
+    with reading(path, producer):
+        group = zarr.open_group(str(path), mode="r")
+        attrs = dict(group.attrs)
+    if attrs.get("format") != format:
+        raise artifact_error(path, f"is not a {kind} of format {format} (it records {attrs.get('format')!r})", producer)
+    return group, attrs
+
+
 def check_chunks(array: Any, store: str | Path, producer: str) -> None:
     """Raise ArtifactError if a chunk file (or a shard file) of the zarr array of `store` is missing,
     which zarr would read as fill values. Counts the array's files on disk; reads none."""

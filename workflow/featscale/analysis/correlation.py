@@ -60,7 +60,15 @@ from scipy import sparse
 from featscale.config import CorrelationSettings
 from featscale.features.store import PRODUCER as FEATURES_PRODUCER
 from featscale.features.store import FeatureStore, open_features
-from featscale.io import ArtifactError, artifact_error, check_chunks, checked_array_options, reading, write_atomically
+from featscale.io import (
+    ArtifactError,
+    artifact_error,
+    check_chunks,
+    checked_array_options,
+    open_store,
+    reading,
+    write_atomically,
+)
 
 # /2: checksummed chunks, every chunk on disk, tokens and SAE SHA-256s (a /1 store is refused: rebuild it)
 FORMAT = "featscale.correlations/2"
@@ -90,14 +98,14 @@ def counted_latents(store: FeatureStore, min_count: int) -> Counted:
     for name in ("sum", "sum_squares"):
         bad = np.flatnonzero(~np.isfinite(store.stat(name)))
         if len(bad):
-            raise artifact_error(store.path, f"records a non-finite {name} for latent {bad[0]} (and {len(bad) - 1} "
-                                             "more)", FEATURES_PRODUCER)
+            raise artifact_error(store.path, f"records a non-finite {name} for latent {bad[0]} ({len(bad)} such "
+                                             "latent(s) in all)", FEATURES_PRODUCER)
     mean = store.stat("sum") / n
     variance = store.stat("sum_squares") / n - mean**2
     impossible = np.flatnonzero(variance < -1e-9 * (store.stat("sum_squares") / n))  # beyond rounding
     if len(impossible):
         raise artifact_error(store.path, f"records sums for latent {impossible[0]} that no codes can have (a "
-                                         f"negative variance; {len(impossible) - 1} more such latents)", FEATURES_PRODUCER)
+                                         f"negative variance; {len(impossible)} such latent(s) in all)", FEATURES_PRODUCER)
     variance = np.maximum(variance, 0.0)
     keep = (count >= max(min_count, 1)) & (variance > 0)  # a latent active on every token is constant too
     latents = np.flatnonzero(keep)
@@ -465,12 +473,8 @@ class SimilarityStore(NamedTuple):
 def open_correlations(path: str | Path) -> SimilarityStore:
     """A correlation store written by correlate (or its controls), read-only: its format and that every
     chunk of every array is on disk are checked here, each chunk's checksum when it is read."""
+    group, attrs = open_store(path, "correlation store", FORMAT, PRODUCER)
     with reading(path, PRODUCER):
-        group = zarr.open_group(str(path), mode="r")
-        attrs = dict(group.attrs)
-        if attrs.get("format") != FORMAT:
-            raise artifact_error(path, f"is not a correlation store of format {FORMAT} (it records "
-                                       f"{attrs.get('format')!r})", PRODUCER)
         arrays = [group[f"{side}/{name}"] for side in ("a", "b") for name in SIDE_ARRAYS]
         for array in arrays + ([group["matrix"]] if attrs["matrix_dtype"] != "none" else []):
             check_chunks(array, path, PRODUCER)

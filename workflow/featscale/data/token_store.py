@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import zarr
 
-from featscale.io import artifact_error, check_chunks, checked_array_options, reading
+from featscale.io import check_chunks, checked_array_options, open_store, reading
 
 # /2: chunks carry zstd checksums and every chunk is on disk (a /1 store is refused: rebuild it)
 FORMAT = "featscale.tokens/2"
@@ -37,19 +37,14 @@ def token_dtype(vocab_size: int) -> np.dtype:
 
 def token_attrs(store: str | Path) -> dict[str, Any]:
     """A token store's attrs (its format checked: a store of another format is refused, naming the fix)."""
-    with reading(store, PRODUCER):
-        attrs = dict(zarr.open_group(str(store), mode="r").attrs)
-    if attrs.get("format") != FORMAT:
-        raise artifact_error(store, f"is not a token store of format {FORMAT} (it records {attrs.get('format')!r})",
-                             PRODUCER)
-    return attrs
+    return open_store(store, "token store", FORMAT, PRODUCER)[1]
 
 
 def open_split(store: str | Path, split: str) -> TokenSplit:
     """One split of a token store, read-only; its chunks are checked as they are read."""
-    token_attrs(store)
+    group, _ = open_store(store, "token store", FORMAT, PRODUCER)
     with reading(store, PRODUCER):
-        array = zarr.open_group(str(store), mode="r")[split]
+        array = group[split]
     check_chunks(array, store, PRODUCER)
     return TokenSplit(array, Path(store))
 

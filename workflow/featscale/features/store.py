@@ -37,7 +37,7 @@ import zarr
 
 from featscale.config import FeatureSettings
 from featscale.data.token_store import TokenSplit
-from featscale.io import artifact_error, bytes_sha256, check_chunks, reading
+from featscale.io import artifact_error, bytes_sha256, check_chunks, open_store, reading
 from featscale.seeds import stream_rng
 
 # /2: checksummed chunks, every chunk on disk, model_sha256 and sae_sha256 (a /1 store is refused: rebuild it)
@@ -158,12 +158,8 @@ def open_features(path: str | Path) -> FeatureStore:
     """A feature store written by encode_features, read-only: its format, that every chunk of every
     array is on disk and that the arrays' lengths agree with its attrs are checked here, each chunk's
     checksum when it is read."""
+    group, attrs = open_store(path, "feature store", FORMAT, PRODUCER)
     with reading(path, PRODUCER):
-        group = zarr.open_group(str(path), mode="r")
-        attrs = dict(group.attrs)
-        if attrs.get("format") != FORMAT:
-            raise artifact_error(path, f"is not a feature store of format {FORMAT} (it records "
-                                       f"{attrs.get('format')!r})", PRODUCER)
         lengths = {"indptr": attrs["n_tokens"] + 1, "indices": attrs["nnz"], "values": attrs["nnz"]}
         for name in (*CODE_ARRAYS, *STAT_ARRAYS):
             array = group[name]
