@@ -62,11 +62,11 @@ def latent_census(
     """Per model: how many latents are dead, rare, counted, collapsed; and each model's collapse mask."""
     rows, masks = [], {}
     for model in ordered(features):
+        directions = decoder_directions(sae_weights[model])  # the weights verified first, then their hash used
         store = open_features(features[model])
         store.check_made_with(sae_weights[model], recorded_sha256(sae_weights[model]))
         counted = counted_latents(store, min_count)
-        collapsed = collapsed_latents(decoder_directions(sae_weights[model]), analysis.collapsed_threshold,
-                                      analysis.collapsed_min_neighbours)
+        collapsed = collapsed_latents(directions, analysis.collapsed_threshold, analysis.collapsed_min_neighbours)
         masks[model] = collapsed.collapsed
         live = store.stat("count") > 0
         rows.append({
