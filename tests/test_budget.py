@@ -9,10 +9,10 @@ import torch
 
 from conftest import tiny
 from featscale.analysis.tables import features_for_recovery
-from featscale.config import BudgetSettings
+from featscale.config import BudgetSettings, Reading
 from featscale.models.gpt import GPT, GPTConfig
 from featscale.saes.base import SAEConfig, make_sae
-from featscale.saes.budget import budget_variants, feature_budget, keep_grid
+from featscale.saes.budget import budget_table, budget_variants, feature_budget, keep_grid
 from featscale.saes.evaluate import evaluate_sae
 
 LAYER, SITE = 1, "resid_pre"
@@ -30,9 +30,12 @@ def setup():
 
 
 def run(setup, variants, first_position=1):
+    """The budget's mean loss per variant (feature_budget gives one row per window)."""
     model, sae, windows = setup
-    return feature_budget(model, sae, windows, variants, layer=LAYER, site=SITE, first_position=first_position,
-                          batch_size=5, device=torch.device("cpu"))
+    per_window = feature_budget(model, sae, windows, variants, Reading(LAYER, SITE, first_position, True),
+                                batch_size=5, device=torch.device("cpu"))
+    assert len(per_window) == len(variants) * len(windows)
+    return budget_table(per_window)
 
 
 def budget(percents, random_draws, keep_points) -> BudgetSettings:
@@ -44,12 +47,13 @@ def test_p0_and_all_latents_equal_the_spliced_loss_of_evaluate_sae(setup):
     n = sae.config.n_latents
     variants = budget_variants(np.random.default_rng(1).random(n), np.arange(n), budget([0, 10], 2, 4), run_seed=0)
     table = run(setup, variants)
-    reference = evaluate_sae(model, sae, windows, layer=LAYER, site=SITE, first_position=1, batch_size=5,
+    reference = evaluate_sae(model, sae, windows, Reading(LAYER, SITE, 1, True), batch_size=5,
                              device=torch.device("cpu"))
     spliced = table.loc[table.kind == "spliced", "loss"].item()
     assert spliced == pytest.approx(reference["ce_sae"], rel=1e-6)
     assert table.loc[table.kind == "clean", "loss"].item() == pytest.approx(reference["ce_clean"], rel=1e-6)
     assert table.loc[table.kind == "zero", "loss"].item() == pytest.approx(reference["ce_zero"], rel=1e-6)
+    assert table.loc[table.kind == "mean", "loss"].item() == pytest.approx(reference["ce_mean"], rel=1e-6)
     at_zero = table[(table.kind.isin(["top", "random", "frequent"])) & (table.percent == 0)]
     assert len(at_zero) == 4 and np.allclose(at_zero["loss"], spliced, rtol=1e-6)
     everything = table[(table.kind == "keep") & (table.n_features == n)]

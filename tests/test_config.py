@@ -24,7 +24,9 @@ def _walk(schema, path="config"):
 
 
 # keys without a default by design: an SAE spec's `extends` is resolved before defaults are filled
-NO_DEFAULT = {"config.saes.<name>.extends"}
+NO_DEFAULT = {"config.saes.<name>.extends"} | {  # a spec's own features: overrides of the run's, no defaults
+    f"config.saes.<name>.features.{key}" for key in ("tokens", "split", "include_position_0", "batch_windows")
+}
 
 
 def test_every_schema_key_has_a_default_and_a_description():
@@ -92,7 +94,7 @@ BROKEN = {
         "`controls.sae_seed_replicates` has 64, which is not in `models.widths`",
     ),
     "spec_named_like_an_sae_seed_replicate": (
-        {"saes": {"main-seed1": {"layer": 1}}, "controls": {"sae_seed_replicates": [16]}},
+        {"saes": {"main-seed1": {"layer": 1}}, "sae_specs": ["main", "main-seed1"], "controls": {"sae_seed_replicates": [16]}},
         "`saes.main-seed1` is also the name of spec main's SAE-seed replicate",
     ),
     "width_not_divisible_by_head": (

@@ -18,6 +18,7 @@ from featscale.analysis.correlation import accumulate_cooccurrence, correlate, o
 from featscale.config import CorrelationSettings
 from featscale.features.encode import FeatureWriter
 from featscale.features.store import analysis_windows, counted_tokens, open_features, tokens_sha256
+from featscale.io import ArtifactError
 
 
 def correlation_settings(**changes) -> CorrelationSettings:
@@ -119,6 +120,37 @@ def test_every_correlation_equals_numpy_corrcoef(pair, tmp_path, workers, block,
     attrs = store.attrs
     assert (attrs["a_dead"], attrs["a_rare"], attrs["b_dead"], attrs["b_rare"]) == (5, 4, 3, 0)
     assert attrs["a_counted"] == len(ids_a) and attrs["n_tokens"] == 3000
+
+
+def test_correlation_store_reads_through_xarray_as_a_labelled_matrix(pair, tmp_path):
+    xarray = pytest.importorskip("xarray")
+    root, a, b = pair
+    correlate(root / "a.zarr", root / "b.zarr", tmp_path / "r.zarr", correlation_settings(min_count=3, matrix_dtype="float64"))
+    ds = xarray.open_zarr(tmp_path / "r.zarr", consolidated=False)
+    count_a, count_b = (a > 0).sum(0), (b > 0).sum(0)
+    np.testing.assert_array_equal(ds["a_latent"].values, np.flatnonzero(count_a >= 3))  # coordinates: latent ids
+    np.testing.assert_array_equal(ds["b_latent"].values, np.flatnonzero(count_b >= 3))
+    assert ds["matrix"].dims == ("a_latent", "b_latent") and ds["a_max_similarity"].dims == ("a_latent",)
+    assert ds["b_best_partner"].dims == ("b_latent",) and set(ds.coords) == {"a_latent", "b_latent"}
+    # labelled: select by latent id, not by position
+    r = ds["matrix"].sel(a_latent=50, b_latent=100).item()
+    np.testing.assert_allclose(r, corrcoef_cross(a[:, [50]], b[:, [100]])[0, 0], atol=1e-6)
+    assert ds["a_best_partner"].sel(a_latent=50).item() == 100  # the planted partner
+    np.testing.assert_allclose(ds["matrix"].max("b_latent").values, ds["a_max_similarity"].values)
+    np.testing.assert_array_equal(ds["b_latent"].values[ds["matrix"].argmax("b_latent").values],
+                                  ds["a_best_partner"].values)
+    assert ds.attrs["format"] == "featscale.correlations/3" and ds.attrs["a"] == "w8" and ds.attrs["b"] == "w16"
+
+
+def test_stores_of_earlier_formats_are_refused_with_the_fix(pair, tmp_path):
+    # formats 1 (subgroups a/ and b/) and 2 (root arrays) had no checksums and no SHA-256s to check
+    root, *_ = pair
+    correlate(root / "a.zarr", root / "b.zarr", tmp_path / "r.zarr", correlation_settings(min_count=3))
+    for earlier in ("featscale.correlations/1", "featscale.correlations/2", "featscale.correlations/9"):
+        zarr.open_group(str(tmp_path / "r.zarr"), mode="r+").attrs["format"] = earlier
+        with pytest.raises(ArtifactError, match=rf"r.zarr is not a correlation store of format "
+                                                rf"featscale.correlations/3 \(it records '{earlier}'\).*rm -rf"):
+            open_correlations(tmp_path / "r.zarr")
 
 
 def test_dead_and_rare_latents_are_excluded_never_filled(pair, tmp_path):

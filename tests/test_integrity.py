@@ -207,7 +207,7 @@ def test_a_missing_feature_store_chunk_and_an_older_format_are_refused_on_openin
 
 def test_a_changed_correlation_store_chunk_stops_universality(stores, tmp_path):
     store = copy(stores["r"], tmp_path)
-    flip(chunk(store, "a/max_similarity"), at=20)
+    flip(chunk(store, "a_max_similarity"), at=20)
     masks = {"w8": np.zeros(120, dtype=bool), "w16": np.zeros(120, dtype=bool)}
     with pytest.raises(ArtifactError) as refused:
         universality_points({"w8": stores["a"], "w16": stores["b"]}, {("w8", "w16"): store}, masks, min_count=3)
@@ -287,10 +287,10 @@ def test_a_max_similarity_or_importance_that_cannot_be_stops_universality(stores
     masks = {"w8": np.zeros(120, dtype=bool), "w16": np.zeros(120, dtype=bool)}
     correlations = copy(stores["r"], tmp_path)
     group = zarr.open_group(str(correlations), mode="r+")
-    similarity = group["a/max_similarity"][:]
+    similarity = group["a_max_similarity"][:]
     similarity[3] = 1.5
-    group["a/max_similarity"][:] = similarity
-    latent = group["a/latent"][3]
+    group["a_max_similarity"][:] = similarity
+    latent = group["a_latent"][3]
     with pytest.raises(ArtifactError, match=rf"pair \(w8, w16\): latent {latent} of w8 has max similarity 1.5, "
                                             "which cannot be"):
         universality_points({"w8": stores["a"], "w16": stores["b"]}, {("w8", "w16"): correlations}, masks, min_count=3)
@@ -423,7 +423,7 @@ CONSUMERS = {
                     "results/tiny/saes/w16/main/sae_weights.safetensors has changed since it was written"),
     "token_store_chunk": ("data/tokens.zarr", "val/c/0", "saes/w16/main/eval.json", "evaluate_sae",
                           "results/tiny/data/tokens.zarr cannot be read"),
-    "correlation_max_similarity": ("correlations/main/w16__w32.zarr", "a/max_similarity/c/0", "analysis/main/pairs.csv",
+    "correlation_max_similarity": ("correlations/main/w16__w32.zarr", "a_max_similarity/c/0", "analysis/main/pairs.csv",
                                    "universality", "results/tiny/correlations/main/w16__w32.zarr cannot be read"),
 }
 

@@ -316,6 +316,24 @@ def test_saved_layout_is_saelens(arch, tmp_path):
         assert cfg["k"] == K and cfg["rescale_acts_by_decoder_norm"] is False
 
 
+@pytest.mark.parametrize("first_position", [0, 1])
+def test_saelens_metadata_name_the_model_export_hook_context_positions_and_tokens(first_position, tmp_path):
+    sae_lens = pytest.importorskip("sae_lens")
+    provenance = {"model_path": "results/r/models/width128/hf", "context_size": 512,
+                  "first_position": first_position, "dataset_path": "results/r/data/tokens.zarr"}
+    folder = make_sae(config("gated", provenance=provenance)).save(tmp_path / "sae")
+    metadata = sae_lens.SAE.load_from_disk(folder).cfg.metadata
+    assert metadata.model_name == "results/r/models/width128/hf" and metadata.model_class_name == "HookedTransformer"
+    assert metadata.hook_name == "blocks.6.hook_resid_pre" and metadata.hook_head_index is None
+    assert metadata.context_size == 512 and metadata.prepend_bos is False
+    assert list(metadata.seqpos_slice) == [first_position, None]  # slice(1, None): position 0 left out
+    assert metadata.dataset_path == "results/r/data/tokens.zarr"
+    assert SparseAutoencoder.load(folder).config.provenance == provenance  # read back by featscale too
+    # without provenance (an SAE saved outside the workflow) the model is named as featscale names it
+    bare = json.loads((make_sae(config("relu")).save(tmp_path / "bare") / "cfg.json").read_text())["metadata"]
+    assert bare["model_name"] == "width128" and bare["context_size"] is None and bare["seqpos_slice"] is None
+
+
 @pytest.mark.parametrize("arch", ARCHS)
 def test_saelens_reproduces_codes_and_reconstructions(arch, data, tmp_path):
     sae_lens = pytest.importorskip("sae_lens")
@@ -439,3 +457,56 @@ def test_variant_refuses_a_config_of_another_architecture():
         TopKSAE(config("relu"))
     with pytest.raises(ValueError, match="bias_init"):
         make_sae(config("relu")).init_from_data(torch.randn(8, D_IN), "median")
+
+
+# --- the authors' recipe ---------------------------------------------------------------------
+
+
+def test_the_positive_uniform_decoder_init_puts_every_row_in_the_positive_orthant_at_its_norm():
+    torch.manual_seed(0)
+    sae = make_sae(config("gated", decoder_init="positive_uniform", decoder_init_norm=0.1))
+    assert (sae.W_dec > 0).all() and torch.allclose(sae.decoder_norms(), torch.full((N_LATENTS,), 0.1))
+    assert torch.equal(sae.W_enc, sae.W_dec.T)
+    # two such rows are far from orthogonal (cosine near 0.75 for uniform entries), unlike Gaussian ones
+    unit = sae.W_dec / sae.decoder_norms()[:, None]
+    assert (unit @ unit.T).mean() > 0.6
+    torch.manual_seed(0)
+    default = make_sae(config("gated"))
+    assert torch.allclose(default.decoder_norms(), torch.ones(N_LATENTS)) and (default.W_dec < 0).any()
+    # TopK keeps unit rows whatever the init norm says
+    assert torch.allclose(make_sae(config("topk", decoder_init_norm=0.1)).decoder_norms(), torch.ones(N_LATENTS))
+
+
+def saelens_4_1_1_fold(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """SAELens 4.1.1's GatedSAE.fold_W_dec_norm applied to saved (original-unit) weights, as its code does it."""
+    norms = tensors["W_dec"].norm(dim=-1)
+    folded = dict(tensors)
+    folded["W_dec"] = tensors["W_dec"] / norms[:, None]
+    folded["W_enc"] = tensors["W_enc"] * norms
+    for name in ("r_mag", "b_gate", "b_mag"):  # r_mag too: the step the exact fold leaves out
+        folded[name] = tensors[name] * norms
+    return folded
+
+
+def saelens_gated_codes(tensors: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """SAELens's gated encoder on original-unit inputs (apply_b_dec_to_input)."""
+    sae_in = x - tensors["b_dec"]
+    gate = (sae_in @ tensors["W_enc"] + tensors["b_gate"]) > 0
+    magnitude = sae_in @ (tensors["W_enc"] * tensors["r_mag"].exp()) + tensors["b_mag"]
+    return gate * F.relu(magnitude)
+
+
+def test_the_saelens_4_1_1_codes_are_those_of_its_fold_and_differ_from_the_exact_fold(data, tmp_path):
+    sae = randomised(make_sae(config("gated")))
+    sae.config.input_scale = SparseAutoencoder.input_scale_for(data)
+    with torch.no_grad():
+        sae.W_dec.mul_(torch.linspace(0.5, 2.0, N_LATENTS)[:, None])  # decoder norms far from 1
+    sae.save(tmp_path)
+    saved = load_file(str(tmp_path / "sae_weights.safetensors"))
+    x = data[:256]
+    with torch.no_grad():
+        ours = sae.encode_saelens_4_1_1(x)
+        norms = saved["W_dec"].norm(dim=-1)
+        torch.testing.assert_close(ours, saelens_gated_codes(saelens_4_1_1_fold(saved), x), rtol=1e-4, atol=1e-5)
+        exact = sae.encode(x) * norms  # the exact fold: n · f, r_mag left alone
+        assert not torch.allclose(ours, exact, rtol=1e-3, atol=1e-4)

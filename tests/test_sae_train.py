@@ -13,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from featscale.config import SAESpec
+from featscale.config import Reading, SAESpec
 from featscale.data.sampler import heldout_windows
 from featscale.models.gpt import GPT, GPTConfig, save_model
 from featscale.saes.base import SparseAutoencoder
@@ -26,7 +26,8 @@ SPEC = {
     "batch_tokens": 512, "lr": 3e-3, "betas": [0.9, 0.999], "grad_clip": 1.0, "schedule": "authors", "lr_decay_fraction": 0.2,
     "lr_warmup_fraction": 0.05, "l1_warmup_fraction": 0.05, "bias_init": "geometric_median", "bias_init_tokens": 256,
     "buffer_sequences": 48, "harvest_batch": 16, "train_on_position_0": False, "checkpoint_every_buffers": 1,
-    "log_every": 4,
+    "log_every": 4, "decoder_init": "unit_normal", "decoder_init_norm": 1.0, "model_autocast": True,
+    "fold_decoder_norm": "exact", "features": None,
 }
 ARCH = {"vocab_size": 512, "context": 32, "width": 32, "n_layers": 2, "head_size": 8}
 
@@ -174,10 +175,15 @@ def test_the_ce_loss_score_is_1_for_a_perfect_sae_and_0_for_zero_ablation(model_
     model = load_model(*model_files)
     windows = heldout_windows(zarr.open_group(str(tiny_store), mode="r")["val"], 33 * 8, 32)
     for site in ("resid_pre", "mlp_out", "resid_post"):
-        perfect = evaluate_sae(model, _Perfect(32, zero=False), windows, layer=1, site=site, first_position=1, batch_size=4, device=torch.device("cpu"))
+        perfect = evaluate_sae(model, _Perfect(32, zero=False), windows, Reading(1, site, 1, True), batch_size=4,
+                               device=torch.device("cpu"))
         assert perfect["ce_loss_score"] == pytest.approx(1.0, abs=1e-6) and perfect["kl_sae"] == pytest.approx(0, abs=1e-6)
+        # against mean ablation too; replacing the site by its mean is another baseline than zeros
+        assert perfect["ce_loss_score_mean"] == pytest.approx(1.0, abs=1e-6)
+        assert perfect["ce_mean"] != perfect["ce_zero"]
         assert perfect["fvu"] == pytest.approx(0.0, abs=1e-9)
-        zero = evaluate_sae(model, _Oracle(32, zero=True), windows, layer=1, site=site, first_position=1, batch_size=4, device=torch.device("cpu"))
+        zero = evaluate_sae(model, _Oracle(32, zero=True), windows, Reading(1, site, 1, True), batch_size=4,
+                            device=torch.device("cpu"))
         assert zero["ce_loss_score"] == pytest.approx(0.0, abs=1e-6) and zero["kl_score"] == pytest.approx(0.0, abs=1e-6)
         assert zero["ce_clean"] == perfect["ce_clean"] and zero["tokens"] == 8 * 31
 
@@ -190,5 +196,5 @@ def test_an_sae_whose_width_does_not_match_its_model_is_refused(model_files, tin
     wide = GPT(GPTConfig(**ARCH | {"width": 64}))
     windows = np.zeros((2, 33), dtype=np.int64)
     with pytest.raises(ValueError, match="d_in"):
-        evaluate_sae(wide, sae, windows, layer=1, site="resid_pre", first_position=1, batch_size=2, device=torch.device("cpu"))
-    evaluate_sae(model, sae, windows, layer=1, site="resid_pre", first_position=1, batch_size=2, device=torch.device("cpu"))
+        evaluate_sae(wide, sae, windows, Reading(1, "resid_pre", 1, True), batch_size=2, device=torch.device("cpu"))
+    evaluate_sae(model, sae, windows, Reading(1, "resid_pre", 1, True), batch_size=2, device=torch.device("cpu"))

@@ -43,7 +43,8 @@ def _section_class(cls: type, name: str):
 
 def test_every_settings_class_has_exactly_the_keys_of_its_schema_section_typed_as_the_schema_types_them():
     checked = 0
-    python = {"integer": int, "number": float, "boolean": bool, "string": str, "array": tuple, "null": type(None)}
+    python = {"integer": int, "number": float, "boolean": bool, "string": str, "array": tuple, "null": type(None),
+              "object": dict}
     for path, cls, schema in sections(Settings, SCHEMA_TREE):
         fields = {field.name: field.type for field in dataclasses.fields(cls)}
         keys = set(schema["properties"]) - {"extends"}  # an SAE spec's `extends` is resolved before
@@ -107,6 +108,7 @@ def test_the_report_depends_on_what_it_states_and_not_on_the_rest_of_the_config(
 def test_an_sae_spec_extends_another_and_overrides_only_what_it_sets():
     config = load_merged("demo")
     config["saes"]["small"] = {"extends": "main", "n_latents": 512}
+    config["sae_specs"] = ["main", "small"]
     settings = settings_of(config)
     small, main = settings.saes["small"].to_dict(), settings.saes["main"].to_dict()
     assert {key for key in small if small[key] != main[key]} == {"n_latents"}
@@ -121,6 +123,7 @@ def test_the_sae_size_sweep_leaves_the_demos_main_spec_as_the_demo_sets_it():
     config = load_merged("demo")
     sweep = yaml.safe_load((CONFIGS["demo"].parent / "demo-sae-sweep.yaml").read_text())
     config["saes"].update(sweep["saes"])
+    config["sae_specs"] = sweep["sae_specs"]
     swept = settings_of(config)
     assert swept.saes["main"] == demo.saes["main"]
     assert swept.saes["latents2048"] == dataclasses.replace(demo.saes["main"], n_latents=2048)
@@ -131,3 +134,25 @@ def test_features_that_include_position_0_need_an_sae_trained_on_it():
         check_config(changed("tiny", features__include_position_0=True))
     check_config(changed("tiny", features__include_position_0=True, saes__main__train_on_position_0=True))
     check_config(changed("tiny", saes__main__train_on_position_0=True))  # trained on it, not stored: allowed
+
+
+def test_a_run_studies_the_specs_it_names_and_a_layer_cannot_inherit_the_papers_by_accident(tmp_path):
+    paper = settings_of("paper")
+    assert list(paper.saes) == ["main", "authors", "topk"] and list(settings_of("demo").saes) == ["main"]
+    # the authors' spec is main's, with each of their differences
+    authors, main = paper.saes["authors"], paper.saes["main"]
+    assert (authors.decoder_init, authors.decoder_init_norm, authors.bias_init) == ("positive_uniform", 0.1, "zeros")
+    assert authors.gated_aux_trains_decoder and authors.train_on_position_0 and not authors.model_autocast
+    assert authors.fold_decoder_norm == "saelens_4_1_1" and paper.features_for("authors").split == "train"
+    assert (authors.n_latents, authors.l1_coefficient, authors.lr) == (main.n_latents, main.l1_coefficient, main.lr)
+    config = load_merged("tiny")
+    config["sae_specs"] = ["main", "nope"]
+    with pytest.raises(ConfigError, match="`sae_specs` = \\['main', 'nope'\\] names 'nope'"):
+        settings_of(config)
+    # a layer over config.yaml with specs of its own but no sae_specs would also run the paper's
+    layer = tmp_path / "mine.yaml"
+    layer.write_text(yaml.safe_dump({"run": "mine", "saes": {"small": {"n_latents": 64}}}))
+    merged = load_merged("paper")
+    merged["saes"]["small"] = {"n_latents": 64}
+    with pytest.raises(ConfigError, match="'main', 'authors', 'topk' would run with the paper's settings"):
+        check_config(settings_of(merged), configfiles=[layer])

@@ -97,9 +97,10 @@ def test_a_dry_run_of_the_paper_config_lists_every_job_with_its_slurm_resources(
     done = snakemake("-n", "--workflow-profile", str(PROFILE.parent), cwd=tmp_path)
     jobs = re.findall(r"^rule (\w+):\n(.*?)(?=^rule |^Job stats|\Z)", done.stdout, flags=re.MULTILINE | re.DOTALL)
     counts = {rule: sum(1 for name, _ in jobs if name == rule) for rule, _ in jobs}
-    # four widths: a model, its HF export and an SAE (trained, evaluated) for each
-    assert {rule: counts.get(rule) for rule in ("train_model", "export_hf", "train_sae", "evaluate_sae")} == dict.fromkeys(
-        ("train_model", "export_hf", "train_sae", "evaluate_sae"), 4)
+    # four widths, each a model and its HF export, and an SAE per spec (main, authors, topk: 12, trained and
+    # evaluated); the controls: four untrained models, an SAE per spec on each and one SAE-seed replicate per spec
+    assert {rule: counts.get(rule) for rule in ("train_model", "export_hf", "train_sae", "evaluate_sae")} == {
+        "train_model": 4 + 4, "export_hf": 4, "train_sae": 12 + 12 + 3, "evaluate_sae": 12}
     for rule, text in jobs:
         if rule == "all":
             continue
@@ -109,8 +110,9 @@ def test_a_dry_run_of_the_paper_config_lists_every_job_with_its_slurm_resources(
             assert resources["gpu"] == "1" and resources["slurm_extra"] == SIGNAL and int(resources["cpus_per_gpu"]) > 0
         else:
             assert "gpu" not in resources and "slurm_extra" not in resources, (rule, resources)
-    widths = [int(re.search(r"model=w(\d+)", text).group(1)) for rule, text in jobs if rule == "train_model"]
-    runtimes = [int(re.search(r"runtime=(\d+)", text).group(1)) for rule, text in jobs if rule == "train_model"]
+    trained = [text for rule, text in jobs if rule == "train_model" and not re.search(r"model=w\d+-init", text)]
+    widths = [int(re.search(r"model=w(\d+)", text).group(1)) for text in trained]
+    runtimes = [int(re.search(r"runtime=(\d+)", text).group(1)) for text in trained]
     assert [r for _, r in sorted(zip(widths, runtimes))] == sorted(runtimes)  # wider models ask for longer
 
 

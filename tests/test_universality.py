@@ -175,7 +175,7 @@ def authors_call(x, y, p0):
     points = np.vstack([x, y])
     sigma = 1.0 / stats.gaussian_kde(points)(points)
     bounds = ([0.5, 0.1, 0.1], [2.0, 20.0, x.max()])
-    return optimize.curve_fit(authors_curve, x, y, p0=p0, bounds=bounds, sigma=sigma)
+    return optimize.curve_fit(authors_curve, x, y, p0=p0, bounds=bounds, sigma=sigma, maxfev=2000)
 
 
 def test_the_talk_compatible_fit_is_the_authors_curve_fit_call(authors_data):
@@ -429,3 +429,14 @@ def test_fit_parameter_intervals_are_missing_for_a_failed_fit_and_run_the_author
     first = fit_talk_compatible(x[take], y[take])
     one = bootstrap_talk_compatible(x, y, n_resamples=1, seed=1)
     assert np.allclose(one.low, [first.a, first.b, first.c])
+
+
+def test_the_talk_compatible_fit_allows_the_authors_2000_evaluations(authors_data, monkeypatch):
+    # scipy's bounded default is 100 x 3 parameters = 300: a start the authors' fit accepted could fail here
+    from featscale.analysis import fits
+
+    calls = []
+    real = fits.optimize.curve_fit
+    monkeypatch.setattr(fits.optimize, "curve_fit", lambda *args, **kwargs: calls.append(kwargs) or real(*args, **kwargs))
+    fit_talk_compatible(*authors_data)
+    assert calls and all(kwargs.get("maxfev") == 2000 for kwargs in calls)

@@ -255,12 +255,29 @@ class ModelSettings(section("models", "The model family: every width at one dept
 TrainingSettings = section("training", "How every model is trained: the same tokens, schedule and budget.")
 
 
+class Reading(typing.NamedTuple):
+    """Where and how an SAE reads its model: the site, the first position read, the precision."""
+
+    layer: int
+    site: str
+    first_position: int
+    """0 when position 0 is read (and spliced), else 1."""
+    autocast: bool
+    """bf16 autocast on CUDA (SAESpec.model_autocast)."""
+
+
 class SAESpec(section("saes.*", "One SAE spec (`saes.<name>`): architecture, size, site and its training.",
                       skip=("extends",))):
     @property
     def first_position(self) -> int:
         """The first position the SAE reads (and is spliced at): 1 unless it trains on position 0."""
         return first_position(self.train_on_position_0)
+
+    def reading(self, include_position_0: bool | None = None) -> Reading:
+        """Where and how this SAE reads its model; `include_position_0` (a feature store's choice)
+        replaces the spec's own train_on_position_0."""
+        first = self.first_position if include_position_0 is None else first_position(include_position_0)
+        return Reading(self.layer, self.site, first, self.model_autocast)
 
 
 EvaluationSettings = section("evaluation", "Held-out evaluation of the models and SAEs.")
@@ -281,16 +298,25 @@ CorrelationSettings = section("correlation", "The exact correlation of two featu
 AnalysisSettings = section("analysis", "The study's statistics, fits and collapse mask.")
 BudgetSettings = section("feature_budget", "Losses when the spliced SAE may use only some of its latents.")
 ControlSettings = section("controls", "The nulls and ceilings that place each pair's universality.")
+VerdictSettings = section("verdicts", "The criteria that decide whether this run reproduces each claim of the talk.")
 
 
 class Settings(section("", "The whole validated config.", data=DataSettings, tokenizer=TokenizerSettings,
                        models=ModelSettings, training=TrainingSettings, saes=dict[str, SAESpec],
                        evaluation=EvaluationSettings, features=FeatureSettings, correlation=CorrelationSettings,
-                       analysis=AnalysisSettings, feature_budget=BudgetSettings, controls=ControlSettings)):
+                       analysis=AnalysisSettings, feature_budget=BudgetSettings, controls=ControlSettings,
+                       verdicts=VerdictSettings)):
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> Settings:
-        """From the config that the schema validated (and filled with defaults)."""
-        return cls.from_dict(config)
+        """From the config that the schema validated (and filled with defaults): `saes` holds the
+        specs `sae_specs` names, and only those (a spec another extends may stay out)."""
+        missing = [name for name in config["sae_specs"] if name not in config["saes"]]
+        if missing:
+            raise ConfigError(
+                f"config key `sae_specs` = {list(config['sae_specs'])} names {', '.join(map(repr, missing))}, which "
+                f"`saes` does not define ({', '.join(config['saes'])}): define it or fix the name."
+            )
+        return cls.from_dict({**config, "saes": {name: config["saes"][name] for name in config["sae_specs"]}})
 
     def sae_spec(self, name: str) -> SAESpec:
         """The spec an `{sae}` wildcard names: a spec of `saes`, or the SAE-seed replicate of one
@@ -304,6 +330,25 @@ class Settings(section("", "The whole validated config.", data=DataSettings, tok
         raise KeyError(
             f"{name!r} is no SAE spec of config key `saes` ({', '.join(self.saes)}) nor an SAE-seed replicate of one"
         )
+
+    def features_for(self, sae: str) -> FeatureSettings:
+        """The feature tokens of spec `sae` (or its SAE-seed replicate): the run's, with the spec's
+        own `features` keys in their place."""
+        return spec_features(self.features, self.sae_spec(sae))
+
+    def analysis_tokens_needed(self) -> int:
+        """Analysis-split tokens the feature windows of every spec span (0 when none reads that split)."""
+        context = self.models.context
+        spans = [self.features_for(name).window_tokens(context) for name in self.saes
+                 if self.features_for(name).split == "analysis"]
+        return max(spans, default=0)
+
+    def matched_spec(self, sae: str) -> str | None:
+        """The spec at matched reconstruction for claim (d) of spec `sae`: verdicts.matched_spec, or
+        `sae` itself when it is TopK (one k, hence one L0, for every width), else None."""
+        if self.verdicts.matched_spec is not None:
+            return self.verdicts.matched_spec
+        return sae if self.sae_spec(sae).architecture == "topk" else None
 
     def report(self) -> ReportSettings:
         """What the report states, and nothing else: editing another key does not rewrite it."""
@@ -344,6 +389,11 @@ class ReportSettings(Section):
     null_percentile: float
     corpus_source: str
     tokenizer_kind: str
+
+
+def spec_features(features: FeatureSettings, spec: SAESpec) -> FeatureSettings:
+    """The run's feature settings with a spec's own `features` keys in their place."""
+    return dataclasses.replace(features, **(spec.features or {}))
 
 
 def non_embedding_params(n_layers: int, width: int) -> int:
@@ -427,6 +477,7 @@ def check_config(
     """
     problems = [
         *_check_config_files(configfiles, command_line or {}),
+        *_check_inherited_specs(configfiles, settings),
         *_check_data(settings),
         *_check_bounds(settings),
         *_check_models(settings),
@@ -472,6 +523,24 @@ def _is_number(text: str) -> bool:
 
 def _key(path: Iterable[Any]) -> str:
     return "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in path).lstrip(".")
+
+
+def _check_inherited_specs(configfiles: Iterable[str | Path], settings: Settings) -> Iterator[str]:
+    """A config file that defines its own SAE specs but not `sae_specs` would run config.yaml's too."""
+    layers = []
+    for path in configfiles:
+        try:
+            layers.append(read_config_file(path))
+        except ConfigError:
+            return  # _check_config_files says what is wrong with the file
+    if not layers or any("sae_specs" in layer for layer in layers):
+        return
+    defined = {name for layer in layers for name in (layer.get("saes") or {})}
+    inherited = [name for name in settings.sae_specs if name not in defined]
+    if defined and inherited:
+        yield (f"config key `sae_specs` = {list(settings.sae_specs)} comes from config.yaml, and your config files define "
+               f"other specs: {', '.join(map(repr, inherited))} would run with the paper's settings; list the specs "
+               f"this run studies in `sae_specs` (e.g. `sae_specs: [{', '.join(sorted(defined))}]`).")
 
 
 def _check_config_files(configfiles: Iterable[str | Path], command_line: Mapping[str, Any]) -> Iterator[str]:
@@ -641,6 +710,13 @@ def _check_training(settings: Settings) -> Iterator[str]:
 
 def _check_saes(settings: Settings) -> Iterator[str]:
     n_layers = settings.models.n_layers
+    matched = settings.verdicts.matched_spec
+    if matched is not None and matched not in settings.saes:
+        yield (f"config key `verdicts.matched_spec` = {matched!r} names no spec of `saes` ({', '.join(settings.saes)}): "
+               f"name a TopK spec of this run, or null.")
+    elif matched is not None and settings.saes[matched].architecture != "topk":
+        yield (f"config key `verdicts.matched_spec` = {matched!r} is a {settings.saes[matched].architecture} spec: "
+               f"matched reconstruction needs one k for every width; make it topk or name a TopK spec.")
     if settings.controls.sae_seed_replicates:
         for name in settings.saes:
             base = names.sae_seed_replicate_base(name)
@@ -669,11 +745,17 @@ def _check_saes(settings: Settings) -> Iterator[str]:
                 f"config key `{key}.k` = {spec.k} is set but `{key}.architecture` is "
                 f"{spec.architecture!r}, which has no k: remove k or use topk."
             )
-        if settings.features.include_position_0 and not spec.train_on_position_0:
+        if settings.features_for(name).include_position_0 and not spec.train_on_position_0:
+            where = f"{key}.features" if (spec.features or {}).get("include_position_0") else "features"
             yield (
-                f"config key `features.include_position_0` is true but `{key}.train_on_position_0` is false: "
+                f"config key `{where}.include_position_0` is true but `{key}.train_on_position_0` is false: "
                 f"the SAE would encode position 0, whose activations it never saw in training; set both true "
                 f"(the authors' choice) or both false."
+            )
+        if spec.fold_decoder_norm == "saelens_4_1_1" and spec.architecture != "gated":
+            yield (
+                f"config key `{key}.fold_decoder_norm` = saelens_4_1_1 but `{key}.architecture` is "
+                f"{spec.architecture!r}: that fold differs from the exact one only for gated SAEs; use exact."
             )
         positions = settings.models.context - spec.first_position
         buffer_tokens = spec.buffer_sequences * positions

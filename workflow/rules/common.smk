@@ -7,7 +7,8 @@ min_version("9.0")
 
 # The package that does the work lives beside the rules; jobs (also on cluster nodes and
 # in conda environments) find it through PYTHONPATH, so it need not be installed there.
-PACKAGE_ROOT = os.path.abspath(os.path.join(workflow.basedir, "workflow"))
+# (workflow/, the parent of this file's folder, whichever Snakefile includes it)
+PACKAGE_ROOT = os.path.abspath(os.path.join(workflow.current_basedir, ".."))
 sys.path.insert(0, PACKAGE_ROOT)
 os.environ.update(
     PYTHONPATH=os.pathsep.join(p for p in (PACKAGE_ROOT, os.environ.get("PYTHONPATH")) if p)
@@ -19,10 +20,11 @@ from featscale.execution.gpus import gpu_slots
 from featscale.validation import settings_from_config
 
 
-# The paper config, beside the Snakefile wherever the working directory (--directory) is, read first
-# by us so that a YAML mistake in it is named by file and line (Snakemake reads the --configfile
-# files itself, before this runs, and names neither), then merged under the --configfile files.
-CONFIG_YAML = os.path.join(workflow.basedir, "config.yaml")
+# The paper config, beside the top-level Snakefile wherever the working directory (--directory) is
+# and whichever Snakefile is the entry point, read first by us so that a YAML mistake in it is named
+# by file and line (Snakemake reads the --configfile files itself, before this runs, and names
+# neither), then merged under the --configfile files.
+CONFIG_YAML = os.path.join(os.path.dirname(PACKAGE_ROOT), "config.yaml")
 read_config_file(CONFIG_YAML)
 
 
@@ -128,6 +130,11 @@ def correlation_block_mb(wildcards):
 
 
 # ---- where each artifact lives: one template each; rules fill in wildcards or expand them ----
+def hf_export_path(model="{model}"):
+    """A model in the Hugging Face format; its SAEs' cfg.json name it as the model SAELens should load."""
+    return f"{RESULTS}/models/{model}/hf"
+
+
 def features_path(model="{model}", sae="{sae}"):
     return f"{RESULTS}/features/{model}/{sae}.zarr"
 
@@ -180,3 +187,9 @@ def sae_seed_inputs(wildcards):
         "a": features_path(wildcards.model, wildcards.sae),
         "b": features_path(wildcards.model, names.sae_seed_replicate_name(wildcards.sae)),
     }
+
+
+def matched_widths(sae):
+    """The widths table of the spec at matched reconstruction that claim (d) of spec `sae` reads, if any."""
+    matched = SETTINGS.matched_spec(sae)
+    return [analysis_path("widths.csv", matched)] if matched else []

@@ -56,11 +56,7 @@ rule tokenize_corpus:
             # the feature budget reads the first val tokens too
             "evaluation_tokens": max(SETTINGS.evaluation.tokens, SETTINGS.feature_budget.tokens),
             # random train windows (the authors' choice) need only one window of the train split
-            "features_tokens": (
-                SETTINGS.features.window_tokens(SETTINGS.models.context)
-                if SETTINGS.features.split == "analysis"
-                else 0
-            ),
+            "features_tokens": SETTINGS.analysis_tokens_needed(),
         },
     threads: 4
     log:

@@ -12,7 +12,7 @@ rule encode_features:
         directory(features_path()),
     params:
         spec=spec_of,
-        features=SETTINGS.features.to_dict(),
+        features=lambda wildcards: SETTINGS.features_for(wildcards.sae).to_dict(),
         run_seed=SETTINGS.seed,
         device=SETTINGS.training.device,
     threads: 2
@@ -119,7 +119,8 @@ rule feature_budget:
         sae_config=rules.train_sae.output.config,
         features=rules.encode_features.output[0],
     output:
-        analysis_path("budget/{model}.csv"),
+        table=analysis_path("budget/{model}.csv"),
+        windows=analysis_path("budget/{model}.windows.csv"),
     params:
         spec=spec_of,
         budget=SETTINGS.feature_budget.to_dict(),

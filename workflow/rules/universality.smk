@@ -42,7 +42,7 @@ rule universality:
 rule width_summary:
     input:
         evaluations=lambda wildcards: expand(rules.evaluate_sae.output[0], model=MODELS, sae=wildcards.sae),
-        budgets=lambda wildcards: expand(rules.feature_budget.output[0], model=MODELS, sae=wildcards.sae),
+        budgets=lambda wildcards: expand(rules.feature_budget.output.table, model=MODELS, sae=wildcards.sae),
         census=rules.universality.output.census,
     output:
         losses=analysis_path("losses.csv"),
@@ -74,6 +74,8 @@ rule figures:
         widths=rules.width_summary.output.widths,
         scaling=rules.width_summary.output.scaling,
         scaling_fits=rules.width_summary.output.scaling_fits,
+        model_metrics=expand(rules.train_model.output.metrics, model=MODELS),
+        sae_metrics=lambda wildcards: expand(rules.train_sae.output.metrics, model=MODELS, sae=wildcards.sae),
     output:
         grid=report(
             figure_path("universality_grid.png"),
@@ -122,6 +124,11 @@ rule figures:
             caption="../report/scaling_law.rst",
             category="Losses",
         ),
+        training=report(
+            figure_path("training_curves.png"),
+            caption="../report/training_curves.rst",
+            category="Training",
+        ),
     threads: 1
     log:
         log_path("figures/{sae}"),
@@ -131,6 +138,33 @@ rule figures:
         "../../envs/analysis.yaml"
     script:
         "../scripts/figures.py"
+
+
+rule verdicts:
+    input:
+        pairs=rules.universality.output.pairs,
+        points=rules.universality.output.points,
+        controls=rules.universality.output.controls,
+        budget_windows=lambda wildcards: expand(rules.feature_budget.output.windows, model=MODELS, sae=wildcards.sae),
+        matched_widths=lambda wildcards: matched_widths(wildcards.sae),
+    output:
+        verdicts=analysis_path("verdicts.csv"),
+        talk_comparison=analysis_path("talk_comparison.csv"),
+    params:
+        verdicts=SETTINGS.verdicts.to_dict(),
+        matched=lambda wildcards: SETTINGS.matched_spec(wildcards.sae),
+        recovery=SETTINGS.feature_budget.recovery,
+        confidence=SETTINGS.analysis.confidence,
+        run_seed=SETTINGS.seed,
+    threads: 1
+    log:
+        log_path("verdicts/{sae}"),
+    benchmark:
+        benchmark_path("verdicts/{sae}")
+    conda:
+        "../../envs/analysis.yaml"
+    script:
+        "../scripts/verdicts.py"
 
 
 rule study_report:
@@ -143,6 +177,8 @@ rule study_report:
         scaling_fits=expand(rules.width_summary.output.scaling_fits, sae=SAES),
         budget=expand(rules.width_summary.output.budget, sae=SAES),
         figures=expand(rules.figures.output.grid, sae=SAES),
+        verdicts=expand(rules.verdicts.output.verdicts, sae=SAES),
+        talk_comparison=expand(rules.verdicts.output.talk_comparison, sae=SAES),
     output:
         report(f"{RESULTS}/report.md", caption="../report/report_md.rst", category="Report"),
     params:

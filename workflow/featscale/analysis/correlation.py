@@ -17,13 +17,17 @@ Latents that fire on fewer than `min_count` tokens (the dead ones included) are 
 from both sides and counted: their correlation is undefined (dead) or dominated by a few
 coincidences (rare). Their rows and columns are absent, never filled with a sentinel.
 
-This module is the one home of the output format, `correlations/{sae}/{a}__{b}.zarr/`:
+This module is the one home of the output format, `correlations/{sae}/{a}__{b}.zarr/`, a zarr v3
+group of root arrays whose `dimension_names` make the latent ids coordinates, so that
+`xarray.open_zarr(path, consolidated=False)` reads it as a Dataset with a labelled matrix:
 
-    a/latent, b/latent            (n_counted,) int32   latent ids of the counted latents
-    a/max_similarity, a/best_partner   for each counted A latent: its signed max r over the
-                                  counted B latents and that B latent's id (and b/ the reverse)
-    matrix                        (n_counted_a, n_counted_b) r, rows and columns in the order
-                                  of a/latent and b/latent (absent when matrix dtype is "none")
+    a_latent, b_latent            (n_counted,) int32   latent ids of the counted latents of
+                                  each side: the coordinates of every other array
+    a_max_similarity, a_best_partner   (a_latent) for each counted A latent its signed max r
+                                  over the counted B latents (float64) and that B latent's id
+                                  (int32); b_max_similarity, b_best_partner (b_latent) the reverse
+    matrix                        (a_latent, b_latent) r, rows and columns in the order of
+                                  a_latent and b_latent (absent when matrix dtype is "none")
     attrs                         format, a, b (the models), sae, n_tokens, min_count,
                                   a_counted, a_dead, a_rare, b_counted, b_dead, b_rare (latents
                                   counted and excluded on each side), block_latents, token_chunk,
@@ -31,10 +35,12 @@ This module is the one home of the output format, `correlations/{sae}/{a}__{b}.z
                                   tokens_sha256, a_sae_sha256, b_sae_sha256 (what the two feature
                                   stores record: the tokens and the SAEs whose codes these are)
 
-Every chunk carries zstd's checksum, checked on every read; `open_correlations` checks the format
-and that every chunk is on disk. An r outside [-1, 1] beyond rounding stops the job, naming the
-latents and the pair (the codes and the sums of one store disagree: it is corrupt). A job's worker
-processes die with it, however it ends: a killed job leaves none writing into its output.
+Every chunk carries zstd's checksum, checked on every read; `open_correlations` checks the format,
+that every chunk is on disk and the arrays' lengths. An r outside [-1, 1] beyond rounding stops the
+job, naming the latents and the pair (the codes and the sums of one store disagree: it is corrupt).
+A job's worker processes die with it, however it ends: a killed job leaves none writing into its
+output. Formats 1 (per-latent arrays in subgroups a/ and b/) and 2 (this layout) had no checksums
+and no SHA-256s to check against: a store of either is refused, with the command that rebuilds it.
 """
 
 from __future__ import annotations
@@ -70,10 +76,11 @@ from featscale.io import (
     write_atomically,
 )
 
-# /2: checksummed chunks, every chunk on disk, tokens and SAE SHA-256s (a /1 store is refused: rebuild it)
-FORMAT = "featscale.correlations/2"
+# /3: checksummed chunks, every chunk on disk, tokens and SAE SHA-256s (a /1 or /2 store is refused:
+# rebuild it)
+FORMAT = "featscale.correlations/3"
 PRODUCER = "correlate"
-SIDE_ARRAYS = ("latent", "max_similarity", "best_partner")
+SIDE_ARRAYS = ("latent", "max_similarity", "best_partner")  # each side's arrays, `{side}_{name}` at the root
 MATRIX_DTYPES = ("float16", "float32", "float64", "none")
 SUB_BLOCK = 256  # A latents per sparse product, whose dense rows (x F_B float64) are added at once
 R_TOLERANCE = 1e-6  # a Pearson r computed in float64 may pass ±1 by rounding, never by more
@@ -330,10 +337,11 @@ def correlate(
             ("a", ca.latents, a_max, a_best, cb.latents),
             ("b", cb.latents, b_max, b_best, ca.latents),
         ):
-            sub = group.require_group(side)
-            for name, data in (("latent", latents.astype(np.int32)), ("max_similarity", best_max),
-                               ("best_partner", partners[best].astype(np.int32))):
-                sub.create_array(name, data=data, dimension_names=[f"{side}_latent"], **checked_array_options())
+            values = {"latent": latents.astype(np.int32), "max_similarity": best_max,
+                      "best_partner": partners[best].astype(np.int32)}
+            for name in SIDE_ARRAYS:  # `{side}_latent` is the dimension, so xarray makes it the coordinate
+                group.create_array(f"{side}_{name}", data=values[name], dimension_names=[f"{side}_latent"],
+                                   **checked_array_options())
         group.attrs.update(meta)
 
     write_atomically(out, write)
@@ -446,7 +454,7 @@ def _main_module_hidden():
 
 
 class SimilarityStore(NamedTuple):
-    """An open correlation store."""
+    """An open correlation store (format 2, or format 1 read as it was)."""
 
     attrs: dict[str, Any]
     group: zarr.Group
@@ -455,8 +463,7 @@ class SimilarityStore(NamedTuple):
     def side(self, name: str) -> dict[str, np.ndarray]:
         """'a' or 'b': latent ids, max_similarity and best_partner of each counted latent."""
         with reading(self.path, PRODUCER):
-            sub = self.group[name]
-            return {key: sub[key][:] for key in SIDE_ARRAYS}
+            return {key: self.group[f"{name}_{key}"][:] for key in SIDE_ARRAYS}
 
     def check_computed_from(self, side: str, features: FeatureStore) -> None:
         """Raise ArtifactError unless side `side` ('a' or 'b') was computed from the codes `features` holds
@@ -471,15 +478,18 @@ class SimilarityStore(NamedTuple):
 
 
 def open_correlations(path: str | Path) -> SimilarityStore:
-    """A correlation store written by correlate (or its controls), read-only: its format and that every
-    chunk of every array is on disk are checked here, each chunk's checksum when it is read."""
+    """A correlation store written by correlate (or its controls), read-only: its format, that every
+    chunk of every array is on disk and the arrays' lengths are checked here, each chunk's checksum
+    when it is read. A store of another format (an earlier one) is refused, naming the fix."""
     group, attrs = open_store(path, "correlation store", FORMAT, PRODUCER)
     with reading(path, PRODUCER):
-        arrays = [group[f"{side}/{name}"] for side in ("a", "b") for name in SIDE_ARRAYS]
-        for array in arrays + ([group["matrix"]] if attrs["matrix_dtype"] != "none" else []):
-            check_chunks(array, path, PRODUCER)
         for side in ("a", "b"):
-            if any(group[f"{side}/{name}"].shape != (attrs[f"{side}_counted"],) for name in SIDE_ARRAYS):
-                raise artifact_error(path, f"has arrays under {side}/ whose lengths differ from its "
-                                           f"{side}_counted = {attrs[f'{side}_counted']}", PRODUCER)
+            for name in SIDE_ARRAYS:
+                array = group[f"{side}_{name}"]
+                check_chunks(array, path, PRODUCER)
+                if array.shape != (attrs[f"{side}_counted"],):
+                    raise artifact_error(path, f"has an array {side}_{name} of shape {array.shape}, not "
+                                               f"({attrs[f'{side}_counted']},) as its attrs say", PRODUCER)
+        if attrs["matrix_dtype"] != "none":
+            check_chunks(group["matrix"], path, PRODUCER)
     return SimilarityStore(attrs, group, Path(path))

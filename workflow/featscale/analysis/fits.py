@@ -40,6 +40,7 @@ AUTHORS_STARTS: tuple[tuple[float, float, float], ...] = (
 AUTHORS_A_BOUNDS = (0.5, 2.0)
 AUTHORS_B_BOUNDS = (0.1, 20.0)
 AUTHORS_C_LOWER = 0.1  # the upper bound of c is the largest x
+AUTHORS_MAXFEV = 2000  # their call's; scipy's bounded default allows 100 x 3 parameters = 300 evaluations
 
 def talk_curve(x: np.ndarray, b: float, c: float) -> np.ndarray:
     """y = 1 - exp(-b(x - c)): universality saturates at 1 as importance grows."""
@@ -227,7 +228,7 @@ def fit_talk_compatible(x: np.ndarray, y: np.ndarray) -> TalkCompatibleFit:
     for index, start in enumerate(AUTHORS_STARTS):
         try:
             params, pcov = optimize.curve_fit(
-                authors_curve, x, y, p0=start, bounds=(lower, upper), sigma=sigma
+                authors_curve, x, y, p0=start, bounds=(lower, upper), sigma=sigma, maxfev=AUTHORS_MAXFEV
             )
         # no convergence (RuntimeError), or a start outside the bounds (ValueError)
         except (RuntimeError, ValueError) as error:

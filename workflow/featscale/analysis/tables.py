@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from featscale.analysis.correlation import R_TOLERANCE, counted_latents, open_correlations
 from featscale.analysis.fits import bootstrap_talk_compatible, bootstrap_talk_curve, fit_talk_compatible, fit_talk_curve
@@ -221,15 +222,23 @@ def pair_table(points: pd.DataFrame, analysis: AnalysisSettings, seed: int) -> p
             y = chosen["max_similarity"].to_numpy()
             statistics = pair_statistics(x, y, chosen["frequency"].to_numpy())
             talk = fit_talk_curve(x, y)
+            frequency = chosen["frequency"].to_numpy()
             row: dict[str, Any] = {
                 "source": source, "target": target, "mask": mask, "n": statistics.n,
                 "pearson_r": statistics.pearson_r, "spearman_rho": statistics.spearman_rho,
                 "partial_r_given_log_frequency": statistics.partial_r,
+                **robust_variants(x, y, frequency),
                 "b": talk.b, "c": talk.c, "b_error": talk.b_error, "c_error": talk.c_error,
                 "r_squared": talk.r_squared, "fit_converged": talk.converged, "fit_reason": talk.reason,
                 "mean_max_similarity": float(np.mean(y)),
             }
             if resamples:
+                with_frequency = np.column_stack([y, frequency])  # resampled as rows, with their latent's x
+                partial = bootstrap_intervals(
+                    x, with_frequency, lambda u, v: pair_statistics(u, v[:, 0], v[:, 1]).partial_r,
+                    resamples, confidence, seed,
+                )
+                row.update(partial_r_given_log_frequency_low=partial.low, partial_r_given_log_frequency_high=partial.high)
                 r_interval = bootstrap_intervals(x, y, pearson_r, resamples, confidence, seed)
                 rho_interval = bootstrap_intervals(
                     x, y, lambda u, v: float(pd.Series(u).corr(pd.Series(v), method="spearman")),
@@ -256,6 +265,25 @@ def pair_table(points: pd.DataFrame, analysis: AnalysisSettings, seed: int) -> p
             log.info("%s -> %s (%s): n %d, r %.4f, b %.3g, c %.3g", source, target, mask, statistics.n,
                      statistics.pearson_r, talk.b, talk.c)
     return pd.DataFrame(rows)
+
+
+DENSE_FREQUENCY = 0.1  # a latent active on more than this share of tokens is dense (as in eval.json)
+
+
+def robust_variants(x: np.ndarray, y: np.ndarray, frequency: np.ndarray) -> dict[str, float]:
+    """Pearson r of importance and universality when a few outlying importances cannot carry it:
+    x as ranks (`pearson_r_rank`), x divided by its 99th percentile and clipped at 1
+    (`pearson_r_clipped`), and without dense latents (`pearson_r_without_dense`, with `n_dense`).
+    Dividing x by any constant (its max, a quantile) leaves r itself unchanged: only the clip or the
+    ranks take the outliers' weight away."""
+    dense = frequency > DENSE_FREQUENCY
+    rest = ~dense
+    return {
+        "pearson_r_rank": pearson_r(stats.rankdata(x), y),
+        "pearson_r_clipped": pearson_r(np.minimum(x / np.quantile(x, 0.99), 1.0), y) if np.quantile(x, 0.99) > 0 else np.nan,
+        "pearson_r_without_dense": pearson_r(x[rest], y[rest]) if rest.sum() > 2 else np.nan,
+        "n_dense": int(dense.sum()),
+    }
 
 
 def pair_r_table(pairs: pd.DataFrame, mask: str):
@@ -352,19 +380,21 @@ def loss_table(evaluations: Sequence[str | Path]) -> pd.DataFrame:
         rows.append({
             "model": model, "width": width_of(model),
             "clean": result["ce_clean"], "spliced": result["ce_sae"], "zero": result["ce_zero"],
-            "ce_loss_score": result["ce_loss_score"], "kl_score": result["kl_score"], "fvu": result["fvu"],
+            "mean": result["ce_mean"], "ce_loss_score": result["ce_loss_score"],
+            "ce_loss_score_mean": result["ce_loss_score_mean"], "kl_score": result["kl_score"], "fvu": result["fvu"],
             "l0": result["l0"], "dead_fraction": result["dead_fraction"], "dense_fraction": result["dense_fraction"],
         })
     return pd.DataFrame(rows)
 
 
-def features_for_recovery(table: pd.DataFrame, share: float) -> float:
-    """The smallest N whose loss recovers `share` of the full SAE's recovery over zero ablation.
+def features_for_recovery(table: pd.DataFrame, share: float, baseline: str = "zero") -> float:
+    """The smallest N whose loss recovers `share` of the full SAE's recovery over an ablation.
 
-    Recovery of N = (L_zero − L_N) / (L_zero − L_spliced); N is interpolated linearly in
+    Recovery of N = (L_ablated − L_N) / (L_ablated − L_spliced), `baseline` the ablation (zero,
+    or mean: the site replaced by its mean, the stricter scale); N is interpolated linearly in
     log N between grid points. NaN if the full SAE recovers nothing.
     """
-    zero = float(table.loc[table.kind == "zero", "loss"].iloc[0])
+    zero = float(table.loc[table.kind == baseline, "loss"].iloc[0])
     full = float(table.loc[table.kind == "spliced", "loss"].iloc[0])
     if not zero > full:
         return float("nan")
@@ -383,14 +413,15 @@ def features_for_recovery(table: pd.DataFrame, share: float) -> float:
 
 
 def width_table(census: pd.DataFrame, losses: pd.DataFrame, budgets: pd.DataFrame, recovery: float) -> pd.DataFrame:
-    """Do wider models store more features? L0, live and non-collapsed latents, N for `recovery`."""
-    needed = {
-        model: features_for_recovery(group, recovery) for model, group in budgets.groupby("model")
-    }
+    """Do wider models store more features? L0 and FVU, live and non-collapsed latents, and N for
+    `recovery` of the loss the full SAE recovers over zero and over mean ablation."""
     table = census[["model", "width", "n_latents", "live", "non_collapsed_live", "counted"]].copy()
     table = table.rename(columns={"live": "live_latents", "non_collapsed_live": "non_collapsed_latents"})
-    table["l0"] = table["model"].map(dict(zip(losses["model"], losses["l0"])))
-    table["n_for_recovery"] = table["model"].map(needed)  # recovery share: feature_budget.recovery
+    for column in ("l0", "fvu"):
+        table[column] = table["model"].map(dict(zip(losses["model"], losses[column])))
+    for column, baseline in (("n_for_recovery", "zero"), ("n_for_recovery_mean", "mean")):
+        needed = {model: features_for_recovery(group, recovery, baseline) for model, group in budgets.groupby("model")}
+        table[column] = table["model"].map(needed)  # recovery share: feature_budget.recovery
     return table
 
 

@@ -40,8 +40,8 @@ def pick_device(setting: str = "auto") -> torch.device:
     return device
 
 
-def autocast(device: torch.device):
-    """bf16 autocast on CUDA; full fp32 elsewhere (the same code path either way)."""
-    if device.type == "cuda":
+def autocast(device: torch.device, enabled: bool = True):
+    """bf16 autocast on CUDA (unless not `enabled`); full fp32 elsewhere (the same code path either way)."""
+    if device.type == "cuda" and enabled:
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()

@@ -12,13 +12,14 @@ import torch
 import zarr
 from tqdm import tqdm
 
-from featscale.config import FeatureSettings, SAESpec, first_position
+from featscale.config import FeatureSettings, Reading, SAESpec
 from featscale.data.token_store import open_split
 from featscale.execution.devices import autocast, pick_device
 from featscale.features.store import CODE_CHUNK, FORMAT, STAT_ARRAYS, counted_tokens, feature_windows, tokens_sha256
 from featscale.io import checked_array_options, recorded_sha256, write_atomically
 from featscale.models.gpt import GPT
 from featscale.saes.base import SparseAutoencoder, load_model_and_sae
+from featscale.saes.gated import GatedSAE
 
 log = logging.getLogger(__name__)
 
@@ -103,17 +104,20 @@ def encode_features(
     sae: SparseAutoencoder,
     windows: np.ndarray,
     out: str | Path,
+    reading: Reading,
     *,
-    layer: int,
-    site: str,
-    include_position_0: bool,
     n_tokens: int,
     batch_size: int,
     device: torch.device,
     attrs: Mapping[str, Any],
+    fold: str = "exact",
 ) -> dict[str, Any]:
     """Run model and SAE over `windows` (n_windows, context) and write the feature store `out`.
 
+    The codes of the positions from the reading's first on, the first `n_tokens` of them. `fold`
+    (SAESpec.fold_decoder_norm): exact stores the codes as the SAE encodes them, with its
+    decoder norms (importance = max x norm); saelens_4_1_1 stores the codes of the authors'
+    SAELens 4.1.1 fold (GatedSAE.encode_saelens_4_1_1), whose decoder rows are unit after it.
     Memory does not grow with the number of tokens: codes go to disk batch by batch and only
     per-latent statistics stay in memory. The store appears at `out` only when complete.
     Returns the store's attrs.
@@ -124,15 +128,22 @@ def encode_features(
             "it was trained on another model"
         )
     model, sae = model.to(device).eval(), sae.to(device).eval()
-    first = first_position(include_position_0)
-    token_ids = counted_tokens(windows, include_position_0, n_tokens)
+    first = reading.first_position
+    token_ids = counted_tokens(windows, first == 0, n_tokens)
     if len(token_ids) != n_tokens:
         raise ValueError(f"{len(windows)} windows hold {len(token_ids)} counted tokens, fewer than {n_tokens}")
+    if fold == "exact":
+        encode, norms = sae.encode, sae.decoder_norms() / sae.input_scale  # norms in original units
+    elif fold == "saelens_4_1_1" and isinstance(sae, GatedSAE):
+        encode, norms = sae.encode_saelens_4_1_1, torch.ones(sae.config.n_latents, device=device)
+    else:
+        raise ValueError(f"fold {fold!r} is exact, or saelens_4_1_1 for a gated SAE; this SAE is {sae.architecture}")
     meta = {
         **attrs,
         "n_windows": int(len(windows)),
         "context": int(windows.shape[1]),
-        "include_position_0": bool(include_position_0),
+        "include_position_0": first == 0,
+        "fold_decoder_norm": fold,
         "tokens_sha256": tokens_sha256(token_ids),
     }
 
@@ -143,12 +154,12 @@ def encode_features(
                 if writer.n_tokens >= n_tokens:
                     break
                 batch = torch.from_numpy(windows[start : start + batch_size]).to(device)
-                with autocast(device):
-                    acts = model.activations(batch, layer, site)  # (B, T, d)
+                with autocast(device, enabled=reading.autocast):
+                    acts = model.activations(batch, reading.layer, reading.site)  # (B, T, d)
                 x = acts[:, first:].float().reshape(-1, acts.shape[-1])[: n_tokens - writer.n_tokens]  # (N, d)
-                writer.add(sae.encode(x))
+                writer.add(encode(x))
                 progress.update(len(x))
-        meta.update(writer.finish(sae.decoder_norms() / sae.input_scale, meta))  # norms in original units
+        meta.update(writer.finish(norms, meta))
         log.info("%s: %d tokens, %d nonzeros (L0 %.1f), %d of %d latents ever active", out, writer.n_tokens,
                  writer.nnz, meta["l0"], int((writer.count > 0).sum()), sae.config.n_latents)
 
@@ -172,8 +183,8 @@ def run_encode_features(
     gpt, autoencoder = load_model_and_sae(inputs)
     windows = feature_windows(open_split(inputs["tokens"], features.split), features, gpt.config.context, run_seed)
     return encode_features(
-        gpt, autoencoder, windows, out, layer=spec.layer, site=spec.site, include_position_0=features.include_position_0,
-        n_tokens=features.tokens, batch_size=features.batch_windows, device=pick_device(device),
+        gpt, autoencoder, windows, out, spec.reading(features.include_position_0), n_tokens=features.tokens,
+        batch_size=features.batch_windows, device=pick_device(device), fold=spec.fold_decoder_norm,
         attrs={"model": model, "sae": sae, "split": features.split,
                # which weights made these codes (verified as they were loaded): consumers check they match
                "model_sha256": recorded_sha256(inputs["model_weights"]), "sae_sha256": recorded_sha256(inputs["sae_weights"])},

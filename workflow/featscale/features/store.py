@@ -13,7 +13,7 @@ This module is the one home of the format. Layout of `features/{model}/{sae}.zar
     sum, sum_squares  (n_latents,) float64 Σ a and Σ a² over all tokens (zeros included)
     count        (n_latents,) int64        tokens where it is active
     decoder_norm (n_latents,) float32      ||W_dec,i|| in the model's units
-    attrs        format, model, sae, split, n_windows, context, include_position_0,
+    attrs        format, model, sae, split, n_windows, context, include_position_0, fold_decoder_norm,
                  tokens_sha256 (of the token ids whose codes these are), model_sha256,
                  sae_sha256 (the SHA-256s the model's and the SAE's weights record: which
                  model and SAE made the codes), n_tokens, n_latents, nnz, l0

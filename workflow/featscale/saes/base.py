@@ -18,7 +18,10 @@ as in SAELens, so one l1_coefficient means the same trade-off at every d_in.
 
 Saved SAEs load in SAELens 6.x (`sae_lens.SAE.load_from_disk(folder)`): the input scale is
 folded into the weights, so SAELens reproduces our codes and reconstructions in original
-units with `normalize_activations: "none"`.
+units with `normalize_activations: "none"`. Their metadata say what the SAE reads in the
+terms TransformerLens and SAELens use: the hook `blocks.{layer}.hook_{site}`, the model to load
+(the model's Hugging Face export, `SAEConfig.provenance`), the context size, that no BOS is
+prepended and which positions were used (`seqpos_slice`), and the token store it was trained on.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from featscale.models.gpt import GPT, load_model
 from featscale.names import SAE_CONFIG_FILENAME, SAE_RULE, SAE_WEIGHTS_FILENAME
 
 ARCHITECTURES = ("gated", "relu", "topk")
+DECODER_INITS = ("unit_normal", "positive_uniform")
 BIAS_INITS = ("zeros", "mean", "geometric_median")
 WEIGHTS_FILENAME, CONFIG_FILENAME = SAE_WEIGHTS_FILENAME, SAE_CONFIG_FILENAME
 # SAELens rewrites configs whose metadata.sae_lens_version is below 6.0 as legacy ones; this
@@ -64,8 +68,14 @@ class SAEConfig(Record):
     # gated only: the auxiliary loss also trains W_dec, b_dec (SAELens) instead of a frozen copy (the paper)
     gated_aux_trains_decoder: bool = False
     dead_after_tokens: int = 10_000_000  # a latent silent for this many tokens is dead
+    # initial decoder rows: Gaussian or (SAELens 4.1.1's heuristic, the authors') uniform on [0, 1), at this norm
+    decoder_init: str = "unit_normal"
+    decoder_init_norm: float = 1.0
     input_scale: float = 1.0  # x̃ = input_scale · x; see SparseAutoencoder.input_scale_for
     hook: dict[str, Any] = field(default_factory=dict)  # what the SAE reads: model, layer, site
+    # where its inputs came from, for SAELens' metadata: model_path (the model's Hugging Face export),
+    # context_size, first_position (0, or 1 when position 0 was left out), dataset_path (the token store)
+    provenance: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.architecture not in ARCHITECTURES:
@@ -82,8 +92,14 @@ class SAEConfig(Record):
                 "compute it with SparseAutoencoder.input_scale_for(sample)"
             )
         self.input_scale = float(self.input_scale)
+        if self.decoder_init not in DECODER_INITS:
+            raise ValueError(f"unknown decoder_init {self.decoder_init!r}: use one of {', '.join(DECODER_INITS)}")
+        if not _is_number(self.decoder_init_norm) or self.decoder_init_norm <= 0:
+            raise ValueError(f"SAEConfig.decoder_init_norm must be a positive number, got {self.decoder_init_norm!r}")
         if not isinstance(self.hook, dict):
             raise ValueError(f"SAEConfig.hook must be a dict (model, layer, site), got {type(self.hook).__name__}")
+        if not isinstance(self.provenance, dict):
+            raise ValueError(f"SAEConfig.provenance must be a dict, got {type(self.provenance).__name__}")
         if not isinstance(self.gated_aux_trains_decoder, bool):
             raise ValueError(f"SAEConfig.gated_aux_trains_decoder must be true or false, got {self.gated_aux_trains_decoder!r}")
         if self.gated_aux_trains_decoder and self.architecture != "gated":
@@ -231,9 +247,12 @@ class SparseAutoencoder(nn.Module, ABC):
             )
         self.config = config
         d_in, n_latents = config.d_in, config.n_latents
-        # random unit-norm decoder rows, encoder tied to the decoder's transpose at init (Gao et al.)
-        W_dec = torch.randn(n_latents, d_in)
+        # random decoder rows, encoder tied to the decoder's transpose at init (Gao et al.); TopK's rows
+        # are kept at unit norm throughout, so only the L1 variants take another initial norm
+        W_dec = torch.rand(n_latents, d_in) if config.decoder_init == "positive_uniform" else torch.randn(n_latents, d_in)
         W_dec /= W_dec.norm(dim=1, keepdim=True)
+        if config.decoder_init_norm != 1.0 and config.architecture != "topk":
+            W_dec *= config.decoder_init_norm
         self.W_dec = nn.Parameter(W_dec)  # (F, d_in)
         self.W_enc = nn.Parameter(W_dec.T.clone().contiguous())  # (d_in, F)
         self.b_enc = nn.Parameter(torch.zeros(n_latents))
@@ -395,11 +414,6 @@ class SparseAutoencoder(nn.Module, ABC):
 
     def _saelens_config(self) -> dict[str, Any]:
         config = self.config
-        hook = config.hook
-        hook_name = None
-        if "layer" in hook and "site" in hook:
-            # our sites are TransformerLens' hook names: resid_pre, mlp_out, resid_post
-            hook_name = f"blocks.{hook['layer']}.hook_{hook['site']}"
         return {
             "architecture": _SAELENS_ARCHITECTURE[config.architecture],
             "d_in": config.d_in,
@@ -411,13 +425,7 @@ class SparseAutoencoder(nn.Module, ABC):
             "normalize_activations": "none",
             "reshape_activations": "none",
             **({"k": config.k, "rescale_acts_by_decoder_norm": False} if config.architecture == "topk" else {}),
-            "metadata": {
-                "sae_lens_version": SAELENS_FORMAT_VERSION,
-                "sae_lens_training_version": None,  # trained by featscale, not SAELens
-                "model_name": hook.get("model"),
-                "hook_name": hook_name,
-                "hook_head_index": None,
-            },
+            "metadata": saelens_metadata(config.hook, config.provenance),
             "input_scale": config.input_scale,  # provenance: already folded into the weights
             "featscale": config.to_dict(),  # our own config, read back by load
         }
@@ -456,6 +464,36 @@ class SparseAutoencoder(nn.Module, ABC):
 
 
 _VARIANTS: dict[str, type[SparseAutoencoder]] = {}  # filled as each variant's module defines it
+
+
+def saelens_metadata(hook: Mapping[str, Any], provenance: Mapping[str, Any]) -> dict[str, Any]:
+    """cfg.json's `metadata`: what SAELens, TransformerLens and SAEDashboard read to run the SAE.
+
+    `hook`: model (our name), layer, site; `provenance`: see SAEConfig. model_name is the path of
+    the model's Hugging Face export when known (else our name): the model to load, by the recipe of
+    docs/interop.md (TransformerLens does not load local paths by name).
+    """
+    hook_name = None
+    if "layer" in hook and "site" in hook:
+        # our sites are TransformerLens' hook names: resid_pre, mlp_out, resid_post
+        hook_name = f"blocks.{hook['layer']}.hook_{hook['site']}"
+    first = provenance.get("first_position")
+    return {
+        "sae_lens_version": SAELENS_FORMAT_VERSION,
+        "sae_lens_training_version": None,  # trained by featscale, not SAELens
+        "model_name": provenance.get("model_path", hook.get("model")),
+        "model_class_name": "HookedTransformer",
+        "hook_name": hook_name,
+        "hook_head_index": None,
+        "context_size": provenance.get("context_size"),
+        # windows are cut anywhere in the token stream, never started with a BOS token
+        "prepend_bos": False,
+        # the positions of each window the SAE was trained on: position 0 is left out unless 0
+        "seqpos_slice": None if first is None else [first, None],
+        "exclude_special_tokens": False,
+        "dataset_path": provenance.get("dataset_path"),
+        "model_from_pretrained_kwargs": {},
+    }
 
 
 def make_sae(config: SAEConfig) -> SparseAutoencoder:

@@ -21,29 +21,32 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 import torch
+import torch.nn.functional as F
 from tqdm import tqdm
 
-from featscale.config import BudgetSettings, SAESpec
+from featscale.config import BudgetSettings, Reading, SAESpec
 from featscale.data.sampler import heldout_windows
 from featscale.data.token_store import open_split
 from featscale.execution.devices import autocast, pick_device
 from featscale.features.store import open_features, tokens_sha256
 from featscale.io import recorded_sha256, write_frame
 from featscale.models.gpt import GPT
+from featscale.models.loss import mean_activation
 from featscale.saes.base import SparseAutoencoder, load_model_and_sae
 from featscale.seeds import stream_rng
 
 log = logging.getLogger(__name__)
+ABLATIONS = ("zero", "mean")  # the site replaced by zeros, or by its mean over the windows
 
 
 class Variant(NamedTuple):
-    """One budget point: which latents may be active (None = the site is zero-ablated)."""
+    """One budget point: which latents may be active (None: the clean model, or the site ablated)."""
 
-    kind: str  # clean | spliced | zero | top | random | frequent | keep
+    kind: str  # clean | spliced | zero | mean | top | random | frequent | keep
     percent: float  # ablation: percent of latents zeroed; else NaN
     n_features: int  # latents kept (may be active)
     draw: int  # random draws; else 0
-    keep: np.ndarray | None  # (F,) bool, latents that may be active; None for clean / zero
+    keep: np.ndarray | None  # (F,) bool, latents that may be active; None for clean / zero / mean
 
 
 def keep_grid(n_latents: int, points: int) -> list[int]:
@@ -62,6 +65,7 @@ def budget_variants(importance: np.ndarray, count: np.ndarray, budget: BudgetSet
         Variant("clean", np.nan, n, 0, None),
         Variant("spliced", 0.0, n, 0, everything),
         Variant("zero", np.nan, 0, 0, None),
+        Variant("mean", np.nan, 0, 0, None),
     ]
 
     def without(order: np.ndarray) -> np.ndarray:
@@ -84,22 +88,26 @@ def budget_variants(importance: np.ndarray, count: np.ndarray, budget: BudgetSet
 
 
 def run_feature_budget(
-    inputs: Mapping[str, str | Path], out: str | Path, *, model: str, spec: SAESpec, budget: BudgetSettings,
-    run_seed: int, batch_size: int, device: str,
+    inputs: Mapping[str, str | Path], outputs: Mapping[str, str | Path], *, model: str, spec: SAESpec,
+    budget: BudgetSettings, run_seed: int, batch_size: int, device: str,
 ) -> pd.DataFrame:
-    """Rule feature_budget: the budget table (CSV) of model `model`'s SAE on the first budget.tokens of
-    val. `inputs`: tokens, model_weights, model_config, sae_weights, features (its feature
-    store, whose importance and firing counts rank the latents)."""
+    """Rule feature_budget: model `model`'s budget table (outputs: table, its mean loss per variant;
+    windows, the loss per variant and window) on the first budget.tokens of val. `inputs`: tokens,
+    model_weights, model_config, sae_weights, features (its feature store, whose importance and
+    firing counts rank the latents)."""
     gpt, autoencoder = load_model_and_sae(inputs)
     store = open_features(inputs["features"])
     store.check_made_with(inputs["sae_weights"], recorded_sha256(inputs["sae_weights"]))
     variants = budget_variants(store.stat("importance"), store.stat("count"), budget, run_seed)
     windows = heldout_windows(open_split(inputs["tokens"], "val"), budget.tokens, gpt.config.context)
-    table = feature_budget(gpt, autoencoder, windows, variants, layer=spec.layer, site=spec.site,
-                           first_position=spec.first_position, batch_size=batch_size, device=pick_device(device))
-    table.insert(0, "model", model)
+    per_window = feature_budget(gpt, autoencoder, windows, variants, spec.reading(), batch_size=batch_size,
+                                device=pick_device(device))
+    table = budget_table(per_window)
+    for frame in (table, per_window):
+        frame.insert(0, "model", model)
     table["tokens_sha256"] = tokens_sha256(windows)  # the same val windows for every width
-    write_frame(out, table)
+    write_frame(outputs["windows"], per_window)
+    write_frame(outputs["table"], table)
     return table
 
 
@@ -109,53 +117,63 @@ def feature_budget(
     sae: SparseAutoencoder,
     windows: np.ndarray,
     variants: Sequence[Variant],
+    reading: Reading,
     *,
-    layer: int,
-    site: str,
-    first_position: int,
     batch_size: int,
     device: torch.device,
 ) -> pd.DataFrame:
-    """Mean next-token loss on `windows` (N, T + 1) for every variant: one row each.
+    """Next-token loss of every window of `windows` (N, T + 1) under every variant: one row each
+    (kind, percent, n_features, draw, window, loss: the window's mean over its T predictions).
 
-    The blocks before `layer` run once per batch; each variant runs the rest with the
-    site replaced by the SAE's reconstruction from its allowed latents (from
-    `first_position` on; position 0 stays clean when the SAE was not trained on it).
+    The blocks before the reading's layer run once per batch; each variant runs the rest with the
+    site replaced by the SAE's reconstruction from its allowed latents, or ablated to zero or to
+    the site's mean over these windows (from the reading's first position on; position 0 stays
+    clean when the SAE was not trained on it). Per-window losses let the study bootstrap over
+    windows, paired across widths, which see the same windows.
     """
     model, sae = model.to(device).eval(), sae.to(device).eval()
+    layer, site, first = reading.layer, reading.site, reading.first_position
+    mean = mean_activation(model, windows, reading, batch_size, device)  # (d,)
     keeps = {i: torch.from_numpy(v.keep).to(device) for i, v in enumerate(variants) if v.keep is not None}
-    totals = np.zeros(len(variants))
-    count = 0
+    losses = np.zeros((len(variants), len(windows)))
     for start in tqdm(range(0, len(windows), batch_size), desc="feature budget", mininterval=10):
         batch = torch.from_numpy(windows[start : start + batch_size]).to(device)
         inputs, targets = batch[:, :-1], batch[:, 1:]
-        with autocast(device):
+        with autocast(device, enabled=reading.autocast):
             resid = model.activations(inputs, layer, "resid_pre")  # (B, T, C), shared by every variant
         latents = {}
 
-        def splice(acts: torch.Tensor, index: int) -> torch.Tensor:
+        def splice(acts: torch.Tensor, variant: Variant, index: int) -> torch.Tensor:
             out = acts.clone()
-            if index not in keeps:  # zero ablation
-                out[:, first_position:] = 0
+            if variant.kind in ABLATIONS:
+                out[:, first:] = (mean if variant.kind == "mean" else torch.zeros_like(mean)).to(acts.dtype)
                 return out
             if "codes" not in latents:  # the SAE's codes at this site, once per batch
-                x = acts[:, first_position:].float().flatten(0, 1)  # (B·T', d)
+                x = acts[:, first:].float().flatten(0, 1)  # (B·T', d)
                 latents["codes"] = sae.encode(x)  # (B·T', F)
             codes = latents["codes"] * keeps[index]
-            out[:, first_position:] = sae.decode(codes).view_as(acts[:, first_position:]).to(acts.dtype)
+            out[:, first:] = sae.decode(codes).view_as(acts[:, first:]).to(acts.dtype)
             return out
 
         for index, variant in enumerate(variants):
-            interventions = {} if variant.kind == "clean" else {(layer, site): lambda a, i=index: splice(a, i)}
-            with autocast(device):
-                loss = model.forward_from(resid, layer, targets, interventions=interventions).loss
-            totals[index] += float(loss) * targets.numel()
-        count += targets.numel()
-    rows = [
-        {"kind": v.kind, "percent": v.percent, "n_features": v.n_features, "draw": v.draw, "loss": total / count}
-        for v, total in zip(variants, totals)
-    ]
-    table = pd.DataFrame(rows)
-    log.info("feature budget: %d variants on %d predictions; clean %.4f, spliced %.4f, zero %.4f",
-             len(variants), count, *(table.loc[table.kind == k, "loss"].iloc[0] for k in ("clean", "spliced", "zero")))
+            interventions = ({} if variant.kind == "clean"
+                             else {(layer, site): lambda a, v=variant, i=index: splice(a, v, i)})
+            with autocast(device, enabled=reading.autocast):
+                logits = model.forward_from(resid, layer, interventions=interventions).logits  # (B, T, V)
+            per_token = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction="none")
+            losses[index, start : start + len(batch)] = per_token.view(targets.shape).mean(1).cpu().numpy()
+    table = pd.DataFrame([
+        {"kind": v.kind, "percent": v.percent, "n_features": v.n_features, "draw": v.draw, "window": w,
+         "loss": losses[i, w]}
+        for i, v in enumerate(variants) for w in range(len(windows))
+    ])
+    log.info("feature budget: %d variants on %d windows; %s", len(variants), len(windows),
+             ", ".join(f"{k} {losses[i].mean():.4f}" for i, k in enumerate(v.kind for v in variants)
+                       if k in ("clean", "spliced", "zero", "mean")))
     return table
+
+
+def budget_table(windows: pd.DataFrame) -> pd.DataFrame:
+    """The mean loss of each variant over the windows (every window has as many predictions)."""
+    keys = ["kind", "percent", "n_features", "draw"]
+    return windows.groupby(keys, sort=False, dropna=False)["loss"].mean().reset_index()

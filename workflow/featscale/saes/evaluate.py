@@ -9,12 +9,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from featscale.config import SAESpec
+from featscale.config import Reading, SAESpec
 from featscale.data.sampler import heldout_windows
 from featscale.data.token_store import open_split
 from featscale.execution.devices import autocast, pick_device
 from featscale.io import write_json
 from featscale.models.gpt import GPT
+from featscale.models.loss import mean_activation
 from featscale.saes.base import SparseAutoencoder, load_model_and_sae
 
 
@@ -23,23 +24,26 @@ def evaluate_sae(
     model: GPT,
     sae: SparseAutoencoder,
     windows: np.ndarray,
+    reading: Reading,
     *,
-    layer: int,
-    site: str,
-    first_position: int,
     batch_size: int,
     device: torch.device,
 ) -> dict[str, float]:
     """How well an SAE stands for its model on held-out `windows` (N, T + 1).
 
-    Next-token loss clean, with the SAE's reconstruction spliced in at (layer, site), and
-    with the site zero-ablated (both from `first_position` on: position 0 stays clean when
-    the SAE was not trained on it); the CE-loss score (CE_zero - CE_sae) / (CE_zero -
-    CE_clean) and its KL analogue 1 - KL_sae / KL_zero; FVU about the mean, L0, and the
+    Next-token loss clean, with the SAE's reconstruction spliced in at the reading's site, and
+    with the site ablated, to zero and to its mean over these tokens (all from the reading's
+    first position on: position 0 stays clean when the SAE was not trained on it). The CE-loss
+    score (CE_ablated - CE_sae) / (CE_ablated - CE_clean) and its KL analogue 1 - KL_sae /
+    KL_ablated against each ablation: zeroing a residual stream is a scale its decoder bias
+    alone recovers much of, the mean is the stricter baseline. FVU about the mean, L0, and the
     fractions of latents dead (never active here) and dense (active on > 10% of tokens).
     """
     model, sae = model.to(device).eval(), sae.to(device).eval()
-    totals = {key: 0.0 for key in ("ce_clean", "ce_sae", "ce_zero", "kl_sae", "kl_zero", "sq_error", "l0")}
+    layer, site, first = reading.layer, reading.site, reading.first_position
+    mean = mean_activation(model, windows, reading, batch_size, device)  # (d,)
+    totals = {key: 0.0 for key in ("ce_clean", "ce_sae", "ce_zero", "ce_mean", "kl_sae", "kl_zero", "kl_mean",
+                                   "sq_error", "l0")}
     n_predictions = n_acts = 0
     act_sum = act_sq = None
     fired = torch.zeros(sae.config.n_latents, dtype=torch.long, device=device)
@@ -48,31 +52,30 @@ def evaluate_sae(
         inputs, targets = batch[:, :-1], batch[:, 1:]
         seen = {}
 
-        def record(acts):
-            seen["acts"] = acts
-            return acts
-
         def splice(acts):
-            x = acts[:, first_position:].float().flatten(0, 1)  # (B·T', d)
+            x = acts[:, first:].float().flatten(0, 1)  # (B·T', d)
             latents = sae.encode(x)
             reconstruction = sae.decode(latents)
             seen.update(x=x, latents=latents, reconstruction=reconstruction)
             spliced = acts.clone()
-            spliced[:, first_position:] = reconstruction.view_as(acts[:, first_position:]).to(acts.dtype)
+            spliced[:, first:] = reconstruction.view_as(acts[:, first:]).to(acts.dtype)
             return spliced
 
-        def ablate(acts):
-            ablated = acts.clone()
-            ablated[:, first_position:] = 0
-            return ablated
+        def ablate(value):
+            def replace(acts):
+                ablated = acts.clone()
+                ablated[:, first:] = value.to(acts.dtype)
+                return ablated
+            return replace
 
-        with autocast(device):
-            clean = model(inputs, targets, interventions={(layer, site): record})
-            spliced = model(inputs, targets, interventions={(layer, site): splice})
-            zeroed = model(inputs, targets, interventions={(layer, site): ablate})
+        with autocast(device, enabled=reading.autocast):
+            clean = model(inputs, targets)
+            outs = {"sae": model(inputs, targets, interventions={(layer, site): splice}),
+                    "zero": model(inputs, targets, interventions={(layer, site): ablate(torch.zeros_like(mean))}),
+                    "mean": model(inputs, targets, interventions={(layer, site): ablate(mean)})}
         n = targets.numel()
         clean_logp = clean.logits.float().log_softmax(-1)
-        for name, out in (("sae", spliced), ("zero", zeroed)):
+        for name, out in outs.items():
             totals[f"ce_{name}"] += float(out.loss) * n
             # KL(clean || intervened), summed over tokens
             totals[f"kl_{name}"] += float(
@@ -89,20 +92,22 @@ def evaluate_sae(
         fired += active.sum(0)
         n_acts += len(x)
     variance = float(act_sq) - float((act_sum**2).sum()) / n_acts  # Σ||x - mean||²
-    ce = {key: totals[key] / n_predictions for key in ("ce_clean", "ce_sae", "ce_zero")}
-    kl = {key: totals[key] / n_predictions for key in ("kl_sae", "kl_zero")}
+    ce = {key: totals[key] / n_predictions for key in ("ce_clean", "ce_sae", "ce_zero", "ce_mean")}
+    kl = {key: totals[key] / n_predictions for key in ("kl_sae", "kl_zero", "kl_mean")}
     return {
         **ce,
         "ce_loss_score": (ce["ce_zero"] - ce["ce_sae"]) / (ce["ce_zero"] - ce["ce_clean"]),
+        "ce_loss_score_mean": (ce["ce_mean"] - ce["ce_sae"]) / (ce["ce_mean"] - ce["ce_clean"]),
         **kl,
         "kl_score": 1 - kl["kl_sae"] / kl["kl_zero"],
+        "kl_score_mean": 1 - kl["kl_sae"] / kl["kl_mean"],
         "fvu": totals["sq_error"] / variance,
         "l0": totals["l0"] / n_acts,
         "dead_fraction": float((fired == 0).float().mean()),
         "dense_fraction": float((fired > 0.1 * n_acts).float().mean()),
         "tokens": n_acts,
         "predictions": n_predictions,
-        "first_position": first_position,
+        "first_position": first,
     }
 
 
@@ -124,8 +129,7 @@ def run_evaluate_sae(
     """
     gpt, autoencoder = load_model_and_sae(inputs)
     windows = heldout_windows(open_split(inputs["tokens"], "val"), evaluation_tokens, gpt.config.context)
-    result = evaluate_sae(gpt, autoencoder, windows, layer=spec.layer, site=spec.site,
-                          first_position=spec.first_position, batch_size=batch_size, device=pick_device(device))
+    result = evaluate_sae(gpt, autoencoder, windows, spec.reading(), batch_size=batch_size, device=pick_device(device))
     result = {"model": model, "sae": sae, **result}
     write_json(out, result)
     return result

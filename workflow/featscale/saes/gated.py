@@ -42,6 +42,20 @@ class GatedSAE(SparseAutoencoder):
         pi_gate, pi_mag = self._pre_activations(x_scaled)
         return (pi_gate > 0).to(pi_mag.dtype) * F.relu(pi_mag)  # (N, F)
 
+    def encode_saelens_4_1_1(self, x: Tensor) -> Tensor:
+        """The codes (N, F) the authors analysed: those of SAELens 4.1.1's fold_W_dec_norm.
+
+        That fold divides each decoder row by its norm n (in original units) and multiplies the
+        encoder's column, b_gate and b_mag by n, which is exact, but also r_mag, a log-scale
+        parameter, which is not: the folded code is n · 1[π_gate > 0] · ReLU(lin · e^(n·r_mag) + b_mag)
+        with lin = (x̃ − b_dec) W_enc, where the exact fold gives n · f.
+        """
+        x_scaled = self._scale_input(x)
+        norms = self.decoder_norms() / self.input_scale  # (F,) n
+        shared = self._centered(x_scaled) @ self.W_enc  # (N, F)
+        pi_mag = torch.addcmul(self.b_mag, shared, (norms * self.r_mag).exp())
+        return norms * (shared + self.b_enc > 0).to(pi_mag.dtype) * F.relu(pi_mag)
+
     def _forward_scaled(self, x_scaled: Tensor, dead_mask: Tensor | None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         # one autograd node with a hand-written backward: the (N, F) elementwise passes, not
         # the matmuls, dominate a step, and autograd would make about three times as many

@@ -41,8 +41,11 @@ log = logging.getLogger(__name__)
 METRICS = ("step", "tokens", "mse", "fvu", "l0", "dead_fraction", "sparsity_loss", "aux_loss", "lr", "l1_factor")
 
 
-def sae_config_from_spec(spec: SAESpec, d_in: int, hook: Mapping[str, Any]) -> SAEConfig:
-    """The SAE architecture of a config spec (`saes.<name>`) for a model of width d_in."""
+def sae_config_from_spec(
+    spec: SAESpec, d_in: int, hook: Mapping[str, Any], provenance: Mapping[str, Any] | None = None
+) -> SAEConfig:
+    """The SAE architecture of a config spec (`saes.<name>`) for a model of width d_in; `provenance`
+    (see SAEConfig) is recorded for SAELens."""
     topk = spec.architecture == "topk"
     return SAEConfig(
         architecture=spec.architecture,
@@ -54,7 +57,10 @@ def sae_config_from_spec(spec: SAESpec, d_in: int, hook: Mapping[str, Any]) -> S
         aux_coefficient=spec.aux_coefficient,
         gated_aux_trains_decoder=spec.gated_aux_trains_decoder if spec.architecture == "gated" else False,
         dead_after_tokens=spec.dead_after_tokens,
+        decoder_init=spec.decoder_init,
+        decoder_init_norm=spec.decoder_init_norm,
         hook=dict(hook),
+        provenance=dict(provenance or {}),
     )
 
 
@@ -100,7 +106,7 @@ class ActivationBuffer:
         parts = []
         for i in range(self.steps_per_buffer):
             ids = torch.from_numpy(self.sampler.batch(index * self.steps_per_buffer + i)[:, :-1]).to(self.device)
-            with autocast(self.device):
+            with autocast(self.device, enabled=self.spec.model_autocast):
                 acts = self.model.activations(ids, self.layer, self.site)  # (B, T, d)
             parts.append(acts[:, self.first :].float().flatten(0, 1))
         acts = torch.cat(parts)[: self.tokens_per_buffer]
@@ -117,11 +123,13 @@ def train_sae(
     run_seed: int,
     checkpoints: str | Path,
     device: str = "auto",
+    model_export: str | Path | None = None,
 ) -> SparseAutoencoder:
     """Rule train_sae: the SAE of spec `spec` on the model named `model`, written to `outputs`.
 
     `inputs`: tokens (the token store), model_weights, model_config. `outputs`: weights and
-    config (SAELens' two files, in one folder) and metrics (CSV).
+    config (SAELens' two files, in one folder) and metrics (CSV). `model_export`: where the
+    model's Hugging Face export is (rule export_hf), the model SAELens' metadata name.
     """
     stop = StopRequested()
     hook = {"model": model, "layer": spec.layer, "site": spec.site}
@@ -144,7 +152,11 @@ def train_sae(
         )
 
     torch.manual_seed(derive_seed(run_seed, "sae_init", spec.seed))
-    sae = make_sae(sae_config_from_spec(spec, gpt.config.width, hook))
+    provenance = {"context_size": gpt.config.context, "first_position": spec.first_position,
+                  "dataset_path": str(inputs["tokens"])}
+    if model_export is not None:
+        provenance["model_path"] = str(model_export)
+    sae = make_sae(sae_config_from_spec(spec, gpt.config.width, hook, provenance))
     first = buffer.fill(0)
     sae.config.input_scale = SparseAutoencoder.input_scale_for(first)
     sae.init_from_data(first[: spec.bias_init_tokens].cpu(), spec.bias_init)
