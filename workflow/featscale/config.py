@@ -484,8 +484,8 @@ def check_config(
         *_check_saes(settings),
         *_check_training(settings),
     ]
-    if problems:
-        raise ConfigError("\n".join(problems))
+    if problems:  # a check made once per SAE spec may find one problem several times
+        raise ConfigError("\n".join(dict.fromkeys(problems)))
 
 
 def check_split_sizes(
@@ -624,8 +624,7 @@ def _too_few_documents(key: str, count: int, what: str) -> str:
 
 def _check_bounds(settings: Settings) -> Iterator[str]:
     """What the token caps, the windows and the feature tokens must leave room for."""
-    context, caps = settings.models.context, settings.data.max_tokens
-    features, budget = settings.features, settings.feature_budget
+    context, caps, budget = settings.models.context, settings.data.max_tokens, settings.feature_budget
     window = context + 1  # a training or held-out window: context inputs and their next tokens
     if caps.train is not None and caps.train < window:
         yield (
@@ -642,19 +641,22 @@ def _check_bounds(settings: Settings) -> Iterator[str]:
             f"config key `feature_budget.tokens` = {budget.tokens:,} exceeds `data.max_tokens.val` = {caps.val:,}: the "
             f"budget is measured on val tokens; lower it or raise the cap."
         )
-    needed = features.window_tokens(context)
-    if features.split == "analysis" and caps.analysis is not None and features.tokens <= caps.analysis < needed:
-        yield (
-            f"config key `features.tokens` = {features.tokens:,} needs {needed:,} analysis tokens (whole windows of "
-            f"`models.context` = {context}, position 0 {'counted' if features.include_position_0 else 'not counted'}) "
-            f"but `data.max_tokens.analysis` = {caps.analysis:,}: lower `features.tokens` or raise the cap."
-        )
-    min_count = settings.correlation.min_count
-    if min_count > features.tokens:
-        yield (
-            f"config key `correlation.min_count` = {min_count:,} exceeds `features.tokens` = {features.tokens:,}: no "
-            f"latent could fire that often, so none would be correlated; lower it (10 is the default)."
-        )
+    for name in settings.saes:  # the run's feature tokens, or a spec's own (`saes.<name>.features`)
+        features = settings.features_for(name)
+        key = f"saes.{name}.features.tokens" if "tokens" in (settings.saes[name].features or {}) else "features.tokens"
+        needed = features.window_tokens(context)
+        if features.split == "analysis" and caps.analysis is not None and features.tokens <= caps.analysis < needed:
+            yield (
+                f"config key `{key}` = {features.tokens:,} needs {needed:,} analysis tokens (whole windows of "
+                f"`models.context` = {context}, position 0 {'counted' if features.include_position_0 else 'not counted'}"
+                f") but `data.max_tokens.analysis` = {caps.analysis:,}: lower `{key}` or raise the cap."
+            )
+        min_count = settings.correlation.min_count
+        if min_count > features.tokens:
+            yield (
+                f"config key `correlation.min_count` = {min_count:,} exceeds `{key}` = {features.tokens:,}: no latent "
+                f"could fire that often, so none would be correlated; lower it (10 is the default)."
+            )
 
 
 def _check_models(settings: Settings) -> Iterator[str]:
