@@ -11,6 +11,7 @@ include: "workflow/rules/models.smk"
 include: "workflow/rules/saes.smk"
 include: "workflow/rules/features.smk"
 include: "workflow/rules/universality.smk"
+include: "workflow/rules/browser.smk"
 
 
 rule all:
@@ -23,3 +24,4 @@ rule all:
         correlations=[path for sae in SAES for path in correlation_paths(sae)],
         figures=expand(rules.figures.output.grid, sae=SAES),
         report=rules.study_report.output[0],
+        browser=expand(rules.feature_browser.output[0], sae=SAES),

@@ -28,7 +28,9 @@ def test_every_key_of_the_schema_is_described_with_its_default():
             expected |= {f"{top}.{key}.{deeper}" for deeper in inner.get("properties", {})}
         spec = sub.get("additionalProperties")
         if isinstance(spec, dict):  # saes: any number of named specs
-            expected |= {f"{top}.<name>.{key}" for key in spec.get("properties", {})}
+            for key, inner in spec.get("properties", {}).items():
+                expected.add(f"{top}.<name>.{key}")
+                expected |= {f"{top}.<name>.{key}.{deeper}" for deeper in inner.get("properties", {})}
     assert set(keys) == expected
     for key, sub in keys.items():
         row = next((line for line in text.splitlines() if line.startswith(f"| `{key}` |")), None)
