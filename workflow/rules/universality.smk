@@ -170,6 +170,7 @@ rule verdicts:
 rule study_report:
     input:
         pairs=expand(rules.universality.output.pairs, sae=SAES),
+        points=expand(rules.universality.output.points, sae=SAES),
         census=expand(rules.universality.output.census, sae=SAES),
         controls=expand(rules.universality.output.controls, sae=SAES),
         losses=expand(rules.width_summary.output.losses, sae=SAES),

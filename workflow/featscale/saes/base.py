@@ -71,6 +71,9 @@ class SAEConfig(Record):
     # initial decoder rows: Gaussian or (SAELens 4.1.1's heuristic, the authors') uniform on [0, 1), at this norm
     decoder_init: str = "unit_normal"
     decoder_init_norm: float = 1.0
+    # scale the encoder at init so the first reconstructions have the sample's magnitude; None: the
+    # architecture's choice (TopK yes, the L1 variants no)
+    encoder_rescale: bool | None = None
     input_scale: float = 1.0  # x̃ = input_scale · x; see SparseAutoencoder.input_scale_for
     hook: dict[str, Any] = field(default_factory=dict)  # what the SAE reads: model, layer, site
     # where its inputs came from, for SAELens' metadata: model_path (the model's Hugging Face export),
@@ -357,10 +360,15 @@ class SparseAutoencoder(nn.Module, ABC):
         else:
             centre = geometric_median(x_scaled)
         self.b_dec.copy_(centre)
-        self._fit_encoder_scale(x_scaled)
+        rescale = self.config.encoder_rescale
+        if rescale is None:
+            self._fit_encoder_scale(x_scaled)
+        elif rescale:
+            self._least_squares_encoder_scale(x_scaled)
 
     def _fit_encoder_scale(self, x_scaled: Tensor) -> None:
-        """Hook for a variant's data-dependent encoder init (TopK's); the others start as W_decᵀ."""
+        """A variant's own data-dependent encoder init (TopK's), when the config leaves it to the
+        variant; the others start as W_decᵀ."""
 
     @torch.no_grad()
     def _least_squares_encoder_scale(self, x_scaled: Tensor) -> None:

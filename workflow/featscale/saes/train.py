@@ -59,6 +59,7 @@ def sae_config_from_spec(
         dead_after_tokens=spec.dead_after_tokens,
         decoder_init=spec.decoder_init,
         decoder_init_norm=spec.decoder_init_norm,
+        encoder_rescale=spec.encoder_rescale,
         hook=dict(hook),
         provenance=dict(provenance or {}),
     )
