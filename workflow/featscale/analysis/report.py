@@ -299,6 +299,15 @@ def deviations(settings: ReportSettings) -> pd.DataFrame:
          "saes.<spec>.train_on_position_0, features.include_position_0"),
         ("BOS token", "none prepended (pre-tokenized rows; SAELens's prepend_bos unused for them)",
          per_spec(lambda spec, f: "none prepended"), "-"),
+        ("SAE L1 coefficient", "2 for every width",
+         per_spec(lambda spec, f: "-" if spec.architecture == "topk" else
+                  f"{spec.l1_coefficient:g} for every width" if spec.l1_reference_width is None else
+                  f"{spec.l1_coefficient:g} at width {spec.l1_reference_width}, × √(width / {spec.l1_reference_width})"),
+         "saes.<spec>.l1_coefficient, l1_reference_width"),
+        ("SAE learning rate", "5e-5 for every width",
+         per_spec(lambda spec, f: f"{spec.lr:g} for every width" if spec.lr_reference_width is None else
+                  f"{spec.lr:g} at width {spec.lr_reference_width}, × {spec.lr_reference_width} / width"),
+         "saes.<spec>.lr, lr_reference_width"),
         ("decoder init", "uniform on [0, 1) (all positive), rows at norm 0.1, encoder = its transpose",
          per_spec(lambda spec, f: f"{spec.decoder_init.replace('_', ' ')}, rows at norm "
                                   f"{1.0 if spec.architecture == 'topk' else spec.decoder_init_norm:g}"),

@@ -52,7 +52,7 @@ def sae_config_from_spec(
         d_in=d_in,
         n_latents=spec.n_latents,
         k=spec.k,
-        l1_coefficient=None if topk else spec.l1_coefficient,
+        l1_coefficient=None if topk else l1_coefficient(spec, d_in),
         aux_k=spec.aux_k if topk else None,
         aux_coefficient=spec.aux_coefficient,
         gated_aux_trains_decoder=spec.gated_aux_trains_decoder if spec.architecture == "gated" else False,
@@ -65,14 +65,32 @@ def sae_config_from_spec(
     )
 
 
-def schedule(step: int, steps: int, spec: SAESpec) -> tuple[float, float]:
+def l1_coefficient(spec: SAESpec, d_in: int) -> float:
+    """The spec's L1 coefficient at width d_in: as given, or, with l1_reference_width, scaled by
+    √(d_in / that width). Inputs are scaled to norm √d, so the squared error grows like d while the
+    sparsity penalty grows like √d: one coefficient penalises narrow SAEs relatively more (their L0
+    falls, a wide one's rises, for the same features); the √d scaling keeps the trade-off alike."""
+    if spec.l1_reference_width is None:
+        return spec.l1_coefficient
+    return spec.l1_coefficient * math.sqrt(d_in / spec.l1_reference_width)
+
+
+def peak_lr(spec: SAESpec, d_in: int) -> float:
+    """The spec's learning rate at width d_in: as given, or, with lr_reference_width, scaled by
+    (that width / d_in), as the updates of a wider dictionary's rows add up over more dimensions."""
+    if spec.lr_reference_width is None:
+        return spec.lr
+    return spec.lr * spec.lr_reference_width / d_in
+
+
+def schedule(step: int, steps: int, spec: SAESpec, d_in: int | None = None) -> tuple[float, float]:
     """(learning rate, sparsity-penalty factor) at `step`.
 
     `authors`: constant lr, linear decay to 0 over the last `lr_decay_fraction` of steps.
     `cosine`: linear warmup over `lr_warmup_fraction`, then cosine decay to 0.
     Both warm the sparsity penalty up linearly over `l1_warmup_fraction` of the steps.
     """
-    lr, progress = spec.lr, step / steps
+    lr, progress = (spec.lr if d_in is None else peak_lr(spec, d_in)), step / steps
     if spec.schedule == "authors":
         decay_start = 1 - spec.lr_decay_fraction
         factor = 1.0 if progress < decay_start else (1 - progress) / spec.lr_decay_fraction
@@ -162,7 +180,7 @@ def train_sae(
     sae.config.input_scale = SparseAutoencoder.input_scale_for(first)
     sae.init_from_data(first[: spec.bias_init_tokens].cpu(), spec.bias_init)
     sae = sae.to(device)
-    optimizer = torch.optim.Adam(sae.parameters(), lr=spec.lr, betas=tuple(spec.betas))
+    optimizer = torch.optim.Adam(sae.parameters(), lr=peak_lr(spec, sae.config.d_in), betas=tuple(spec.betas))
     dead = DeadLatentTracker(sae.config.n_latents, sae.config.dead_after_tokens, device=device)
     step, rows = 0, []
     state = checkpoints.load()
@@ -188,7 +206,7 @@ def train_sae(
             if position == 0 and step > 0 and index % spec.checkpoint_every_buffers == 0:
                 save_checkpoint()  # at a buffer boundary
         x = acts[position * batch : (position + 1) * batch]
-        lr, l1_factor = schedule(step, steps, spec)
+        lr, l1_factor = schedule(step, steps, spec, sae.config.d_in)
         for group_ in optimizer.param_groups:
             group_["lr"] = lr
         out = sae(x, dead_mask=dead.dead_mask)
