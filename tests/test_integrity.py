@@ -339,6 +339,14 @@ def children(pid: int) -> list[int]:
     return found
 
 
+def survivors(pids: list[int], seconds: float = 10) -> list[int]:
+    """Those of `pids` still alive after waiting up to `seconds` for them to end."""
+    deadline = time.monotonic() + seconds
+    while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return [pid for pid in pids if alive(pid)]
+
+
 def alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -373,20 +381,13 @@ def test_a_killed_correlate_leaves_no_worker_and_its_rerun_is_identical(long_pai
     reference, out = tmp_path / "reference.zarr", tmp_path / "r.zarr"
     correlate(a, b, reference, CorrelationSettings.from_dict(settings), workers=1)  # the same blocks, in-process
 
-    job = subprocess.Popen([sys.executable, "-c", script, str(a), str(b), str(out)])
-    deadline = time.monotonic() + 300
-    while len(workers := [pid for pid in children(job.pid) if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]) < 2:
-        assert time.monotonic() < deadline and job.poll() is None, "the workers never started"
-        time.sleep(0.1)
+    job, workers = start_correlate(long_pair, out)
     time.sleep(2)  # the workers are in their blocks
     assert job.poll() is None and not out.exists(), "the job ended before it could be killed: make it longer"
     everyone = children(job.pid)
     job.send_signal(signal.SIGKILL)
     job.wait()
-    deadline = time.monotonic() + 10
-    while any(alive(pid) for pid in everyone) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not [pid for pid in everyone if alive(pid)], "processes of the killed job live on"
+    assert survivors(everyone) == [], "processes of the killed job live on"
     assert set(workers) <= set(everyone) and list(tmp_path.glob("r.zarr.partial*"))  # it was killed mid-way
 
     subprocess.run([sys.executable, "-c", script, str(a), str(b), str(out)], check=True, timeout=900)
@@ -395,6 +396,31 @@ def test_a_killed_correlate_leaves_no_worker_and_its_rerun_is_identical(long_pai
     assert files == sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file())
     for name in files:
         assert (reference / name).read_bytes() == (out / name).read_bytes(), name
+
+
+def start_correlate(long_pair, out: Path) -> tuple[subprocess.Popen, list[int]]:
+    """correlate with two workers in a process of its own, once both workers run: (job, worker pids)."""
+    a, b, settings = long_pair
+    job = subprocess.Popen([sys.executable, "-c", RUN_CORRELATE.format(settings=settings), str(a), str(b), str(out)],
+                           stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while len(workers := [pid for pid in children(job.pid) if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]) < 2:
+        assert time.monotonic() < deadline and job.poll() is None, "the workers never started"
+        time.sleep(0.1)
+    return job, workers
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_worker_killed_by_the_oom_killer_ends_the_job_with_one_line_and_no_worker_left(long_pair, tmp_path):
+    job, workers = start_correlate(long_pair, tmp_path / "r.zarr")
+    time.sleep(2)
+    everyone = children(job.pid)
+    os.kill(workers[0], signal.SIGKILL)  # what the kernel's out-of-memory killer does
+    _, stderr = job.communicate(timeout=300)
+    assert job.returncode != 0 and "a worker process of correlate died in its block" in stderr, stderr[-2000:]
+    assert "lower `correlation.block_latents` or `correlation.workers`" in stderr
+    assert survivors(everyone) == [] and not (tmp_path / "r.zarr").exists()
 
 
 def test_a_failing_block_stops_every_worker_at_once(long_pair, tmp_path):

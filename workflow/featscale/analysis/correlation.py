@@ -55,6 +55,7 @@ import threading
 import time
 from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -63,7 +64,7 @@ import numpy as np
 import zarr
 from scipy import sparse
 
-from featscale.config import CorrelationSettings
+from featscale.config import ConfigError, CorrelationSettings
 from featscale.features.store import PRODUCER as FEATURES_PRODUCER
 from featscale.features.store import FeatureStore, open_features
 from featscale.io import (
@@ -367,8 +368,9 @@ def _run(jobs: list[_Job], workers: int):
     """Results of the jobs, in order; processes started by spawn, never fork.
 
     The workers die with the job: each asks the kernel for SIGKILL when the job's process dies
-    (`_die_with_parent`), and a job that fails (a block raising, the output failing to write) kills
-    them at once instead of waiting for their blocks, so none is left writing into its output.
+    (`_die_with_parent`), and a job that fails (a block raising, the output failing to write, a
+    worker killed, by the OOM killer say) kills them at once instead of waiting for their blocks, so
+    none is left writing into its output.
     """
     if workers <= 1 or len(jobs) == 1:
         yield from map(_correlate_block, jobs)
@@ -383,6 +385,13 @@ def _run(jobs: list[_Job], workers: int):
         with _main_module_hidden():  # map submits every job, so every worker starts here
             results = pool.map(_correlate_block, jobs)
         yield from results
+    except BrokenProcessPool as error:
+        _kill_workers(pool)
+        raise ConfigError(
+            "a worker process of correlate died in its block (killed by a signal: most often the kernel's "
+            "out-of-memory killer; each worker holds `correlation.block_latents` x latents float64 values): lower "
+            "`correlation.block_latents` or `correlation.workers`, or give the job more memory (its mem_mb)."
+        ) from error
     except BaseException:
         _kill_workers(pool)
         raise
