@@ -27,7 +27,7 @@ SPEC = {
     "lr_warmup_fraction": 0.05, "l1_warmup_fraction": 0.05, "bias_init": "geometric_median", "bias_init_tokens": 256,
     "buffer_sequences": 48, "harvest_batch": 16, "train_on_position_0": False, "checkpoint_every_buffers": 1,
     "log_every": 4, "decoder_init": "unit_normal", "decoder_init_norm": 1.0, "model_autocast": True,
-    "fold_decoder_norm": "exact", "features": None, "encoder_rescale": None, "l1_reference_width": None,
+    "fold_decoder_norm": "exact", "features": None, "encoder_rescale": None, "l1_reference_width": None, "lr_reference_width": None,
 }
 ARCH = {"vocab_size": 512, "context": 32, "width": 32, "n_layers": 2, "head_size": 8}
 
