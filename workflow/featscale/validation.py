@@ -53,6 +53,7 @@ def settings_from_config(
     jobs run on this machine, so `training.device: cuda` needs a GPU here (a cluster's login node
     may have none while its compute nodes do: there the jobs check it).
     """
+    validate_config(copy.deepcopy(config))  # as written: a mistake is named where it is, not in each spec extending it
     resolve_extends(config)
     validate_config(config)
     settings = Settings.from_config(config)
