@@ -32,7 +32,7 @@ configfile: CONFIG_YAML
 
 
 # the typed settings, built once from the checked config with its defaults filled in (all problems
-# of a stage at once: featscale.config.settings_from_config); rules pass each job the section it
+# of a stage at once: featscale.validation.settings_from_config); rules pass each job the section it
 # needs, as plain data
 SETTINGS = settings_from_config(
     config,
