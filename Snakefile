@@ -2,13 +2,9 @@
 # This file only loads and validates the config, includes the stages and names the targets;
 # each stage is one file under workflow/rules/, its work one function of workflow/featscale/.
 
-import os
-
-# beside this file, wherever the working directory (--directory) is, and also when
-# workflow/Snakefile (the catalog's entry point) includes this file
-configfile: os.path.join(workflow.current_basedir, "config.yaml")
-
-
+# first: common.smk loads config.yaml (beside this file, also when workflow/Snakefile, the catalog's
+# entry point, includes this one), the --configfile files over it, and checks the result before
+# any job runs
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/models.smk"

@@ -55,7 +55,7 @@ from featscale.browser import BrowserInputs, StudySettings, build_browser
 from featscale.browser.vocabulary import _symbol_bytes
 from featscale.data.token_store import FORMAT as TOKENS_FORMAT
 from featscale.features.store import counted_tokens, open_features, tokens_sha256
-from featscale.io import write_atomically
+from featscale.io import checked_array_options, recorded_sha256, write_atomically, write_safetensors
 
 TARGET_SECONDS = 10 * 60
 TARGET_BYTES = 1 << 30
@@ -103,7 +103,7 @@ def make_token_store(path: Path, args: argparse.Namespace, rng: np.random.Genera
     ids = np.minimum(ids, args.vocab - 2).astype(np.uint16)
     group = zarr.open_group(str(path), mode="w", zarr_format=3)
     group.attrs.update({"format": TOKENS_FORMAT, "vocab_size": args.vocab})
-    group.create_array("analysis", data=ids, chunks=(1 << 20,), dimension_names=["token"])
+    group.create_array("analysis", data=ids, chunks=(1 << 20,), dimension_names=["token"], **checked_array_options())
     return ids.astype(np.int64).reshape(n_windows, args.context)
 
 
@@ -129,7 +129,9 @@ def make_sae(path: Path, n_latents: int, width: int, rng: np.random.Generator) -
     for cluster in planted:  # near-copies of one direction: cosine well above 0.9
         decoder[cluster] = decoder[cluster[0]] + 0.05 * rng.standard_normal((5, width)) / np.sqrt(width)
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({"W_dec": decoder}, str(path))
+    (path.parent / "cfg.json").write_text("{}")  # the weights record their SHA-256 and their config's, as the workflow's
+    write_safetensors(path, lambda partial, metadata: save_file({"W_dec": decoder}, str(partial), metadata=metadata),
+                      config=path.parent / "cfg.json")
 
 
 def make_store(path: Path, model: str, l0: int, windows: np.ndarray, args: argparse.Namespace,
@@ -144,8 +146,8 @@ def make_store(path: Path, model: str, l0: int, windows: np.ndarray, args: argpa
     rate[order[n // 50 : n // 50 + n // 100]] = 3.0 / (args.tokens * l0)  # rare: a few firings each
     cdf = np.cumsum(rate)
     scale = rng.lognormal(0.0, 0.5, n)  # each latent's typical activation
-    norms = np.linalg.norm(load_file(str(path.parents[2] / "saes" / model / SAE / "sae_weights.safetensors"))["W_dec"],
-                           axis=1)
+    weights = path.parents[2] / "saes" / model / SAE / "sae_weights.safetensors"
+    norms = np.linalg.norm(load_file(str(weights))["W_dec"], axis=1)
 
     def write(partial: Path) -> None:
         writer = sparse_writer(partial, n)
@@ -156,6 +158,7 @@ def make_store(path: Path, model: str, l0: int, windows: np.ndarray, args: argpa
         writer.finish(torch.from_numpy(norms.astype(np.float32)), {
             "model": model, "sae": SAE, "split": "analysis", "n_windows": len(windows), "context": args.context,
             "include_position_0": False, "tokens_sha256": tokens_sha256(counted_tokens(windows, False, args.tokens)),
+            "model_sha256": f"{model}-synthetic", "sae_sha256": recorded_sha256(weights),
         })
 
     write_atomically(path, write)

@@ -185,7 +185,8 @@ def ensure_stores(args: argparse.Namespace, n_tokens: int) -> tuple[Path, Path, 
         pass
     start = time.perf_counter()
     synthetic = Synthetic(args.latents, args.l0, args.seed, args.zipf)
-    attrs = {"sae": "bench", "tokens_sha256": tokens_sha256(np.arange(n_tokens)), "synthetic": settings}
+    attrs = {"sae": "bench", "tokens_sha256": tokens_sha256(np.arange(n_tokens)), "synthetic": settings,
+             "model_sha256": "synthetic", "sae_sha256": "synthetic"}
     temporary = [p.with_name(p.name + ".tmp") for p in paths]
     writers = [sparse_writer(p, args.latents) for p in temporary]
     for index in range(-(-n_tokens // BATCH)):

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from snakemake.utils import validate
 
 from featscale.config import DataSettings, Settings, resolve_extends
+from featscale.validation import validate_config
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
@@ -54,7 +54,7 @@ def settings_of(config: dict | str) -> Settings:
     builds them: SAE specs' `extends` resolved, the schema's defaults filled, validated."""
     config = load_merged(config) if isinstance(config, str) else copy.deepcopy(config)
     resolve_extends(config)
-    validate(config, str(SCHEMA))
+    validate_config(config)
     return Settings.from_config(config)
 
 

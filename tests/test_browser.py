@@ -27,6 +27,7 @@ from featscale.data.token_store import open_split
 from featscale.data.tokenizer import train_bpe
 from featscale.features.encode import FeatureWriter
 from featscale.features.store import analysis_windows, counted_tokens, open_features, tokens_sha256
+from featscale.io import recorded_sha256, write_safetensors
 
 CONTEXT, N_TOKENS = 8, 40  # position 0 left out: 7 counted per window, 6 windows, the last counted in part
 MIN_COUNT, THRESHOLD, MIN_NEIGHBOURS = 3, 0.9, 3
@@ -44,14 +45,25 @@ def tiny_results(tiny_run) -> Path:
 # ---------------------------------------------------------------- a small study, planted
 
 
-def _write_store(path: Path, codes: np.ndarray, model: str, windows: np.ndarray, decoder: np.ndarray) -> None:
+def _write_store(path: Path, codes: np.ndarray, model: str, windows: np.ndarray, decoder: np.ndarray,
+                 sae_sha256: str) -> None:
     writer = FeatureWriter(path, codes.shape[1])
     for start in range(0, len(codes), 13):  # uneven batches, as encode_features writes them
         writer.add(torch.from_numpy(codes[start : start + 13]))
     writer.finish(torch.from_numpy(np.linalg.norm(decoder, axis=1)), {
         "model": model, "sae": "main", "split": "analysis", "n_windows": len(windows), "context": CONTEXT,
         "include_position_0": False, "tokens_sha256": tokens_sha256(counted_tokens(windows, False, N_TOKENS)),
+        "model_sha256": f"{model}-weights", "sae_sha256": sae_sha256,
     })
+
+
+def _write_decoder(weights: Path, decoder: np.ndarray) -> str:
+    """An SAE's weights file holding only W_dec, with its recorded SHA-256 (and a cfg.json beside it)."""
+    weights.parent.mkdir(parents=True)
+    (weights.parent / "cfg.json").write_text("{}")
+    write_safetensors(weights, lambda path, metadata: save_file({"W_dec": decoder}, str(path), metadata=metadata),
+                      config=weights.parent / "cfg.json")
+    return recorded_sha256(weights)
 
 
 def _codes(rng: np.random.Generator, n_latents: int) -> np.ndarray:
@@ -85,10 +97,8 @@ def study(tmp_path_factory):
     paths = {}
     for model, codes in (("w8", a), ("w16", b)):
         paths[model] = root / "features" / f"{model}.zarr"
-        _write_store(paths[model], codes, model, windows, decoders[model])
-        weights = root / "saes" / model / "sae_weights.safetensors"
-        weights.parent.mkdir(parents=True)
-        save_file({"W_dec": decoders[model]}, str(weights))
+        sae_sha256 = _write_decoder(root / "saes" / model / "sae_weights.safetensors", decoders[model])
+        _write_store(paths[model], codes, model, windows, decoders[model], sae_sha256)
     correlate(paths["w8"], paths["w16"], root / "w8__w16.zarr",
               tiny("correlation", min_count=MIN_COUNT, matrix_dtype="none", workers=1))
     saes = {m: root / "saes" / m / "sae_weights.safetensors" for m in paths}

@@ -117,7 +117,8 @@ def write_codes(path, codes: np.ndarray, model: str, sae: str = "main") -> str:
     """A feature store of dense codes (tokens, latents), all stores over the same tokens."""
     writer = FeatureWriter(path, codes.shape[1])
     writer.add(torch.from_numpy(codes))
-    writer.finish(torch.ones(codes.shape[1]), {"model": model, "sae": sae, "tokens_sha256": tokens_sha256(np.arange(len(codes)))})
+    writer.finish(torch.ones(codes.shape[1]), {"model": model, "sae": sae, "tokens_sha256": tokens_sha256(np.arange(len(codes))),
+                                               "model_sha256": f"{model}-weights", "sae_sha256": f"{model}-{sae}"})
     return str(path)
 
 

@@ -18,6 +18,7 @@ from featscale.analysis.correlation import accumulate_cooccurrence, correlate, o
 from featscale.config import CorrelationSettings
 from featscale.features.encode import FeatureWriter
 from featscale.features.store import analysis_windows, counted_tokens, open_features, tokens_sha256
+from featscale.io import ArtifactError
 
 
 def correlation_settings(**changes) -> CorrelationSettings:
@@ -48,7 +49,8 @@ def write_store(path, codes: np.ndarray, name: str, token_ids: np.ndarray | None
     for start in range(0, len(codes), batch):
         writer.add(torch.from_numpy(codes[start : start + batch]))
     ids = np.arange(len(codes)) if token_ids is None else token_ids
-    writer.finish(torch.ones(codes.shape[1]) * 2, {"model": name, "sae": "main", "tokens_sha256": tokens_sha256(ids)})
+    writer.finish(torch.ones(codes.shape[1]) * 2, {"model": name, "sae": "main", "tokens_sha256": tokens_sha256(ids),
+                                                   "model_sha256": f"{name}-weights", "sae_sha256": f"{name}-sae"})
 
 
 def corrcoef_cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -137,26 +139,18 @@ def test_correlation_store_reads_through_xarray_as_a_labelled_matrix(pair, tmp_p
     np.testing.assert_allclose(ds["matrix"].max("b_latent").values, ds["a_max_similarity"].values)
     np.testing.assert_array_equal(ds["b_latent"].values[ds["matrix"].argmax("b_latent").values],
                                   ds["a_best_partner"].values)
-    assert ds.attrs["format"] == "featscale.correlations/2" and ds.attrs["a"] == "w8" and ds.attrs["b"] == "w16"
+    assert ds.attrs["format"] == "featscale.correlations/3" and ds.attrs["a"] == "w8" and ds.attrs["b"] == "w16"
 
 
-def test_format_1_stores_are_still_read_and_unknown_formats_refused(pair, tmp_path):
+def test_stores_of_earlier_formats_are_refused_with_the_fix(pair, tmp_path):
+    # formats 1 (subgroups a/ and b/) and 2 (root arrays) had no checksums and no SHA-256s to check
     root, *_ = pair
     correlate(root / "a.zarr", root / "b.zarr", tmp_path / "r.zarr", correlation_settings(min_count=3))
-    now = open_correlations(tmp_path / "r.zarr")
-    # the same store as format 1 wrote it: the per-latent arrays in subgroups a/ and b/
-    old = zarr.open_group(str(tmp_path / "old.zarr"), mode="w", zarr_format=3)
-    for side in ("a", "b"):
-        for name, values in now.side(side).items():
-            old.require_group(side).create_array(name, data=values)
-    old.create_array("matrix", data=now.group["matrix"][:])
-    old.attrs.update(now.attrs | {"format": "featscale.correlations/1"})
-    for side in ("a", "b"):
-        for name, values in open_correlations(tmp_path / "old.zarr").side(side).items():
-            np.testing.assert_array_equal(values, now.side(side)[name])
-    zarr.open_group(str(tmp_path / "old.zarr"), mode="r+").attrs["format"] = "featscale.correlations/9"
-    with pytest.raises(ValueError, match=r"has format 'featscale.correlations/9'.*featscale.correlations/2.*run its"):
-        open_correlations(tmp_path / "old.zarr")
+    for earlier in ("featscale.correlations/1", "featscale.correlations/2", "featscale.correlations/9"):
+        zarr.open_group(str(tmp_path / "r.zarr"), mode="r+").attrs["format"] = earlier
+        with pytest.raises(ArtifactError, match=rf"r.zarr is not a correlation store of format "
+                                                rf"featscale.correlations/3 \(it records '{earlier}'\).*rm -rf"):
+            open_correlations(tmp_path / "r.zarr")
 
 
 def test_dead_and_rare_latents_are_excluded_never_filled(pair, tmp_path):
@@ -185,7 +179,7 @@ def test_stores_of_different_tokens_are_refused_and_nothing_is_written(pair, tmp
     write_store(tmp_path / "other.zarr", a, "w32", token_ids=np.arange(len(a)) + 1)
     with pytest.raises(ValueError, match="different tokens"):
         correlate(root / "a.zarr", tmp_path / "other.zarr", tmp_path / "r.zarr", correlation_settings())
-    assert not (tmp_path / "r.zarr").exists() and not (tmp_path / "r.zarr.partial").exists()
+    assert not (tmp_path / "r.zarr").exists() and not list(tmp_path.glob("r.zarr.partial*"))
 
 
 def test_cooccurrence_adds_every_sub_block_into_what_is_there():

@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from featscale.config import Reading, SAESpec
 from featscale.data.sampler import heldout_windows
-from featscale.models.gpt import GPT, GPTConfig
+from featscale.models.gpt import GPT, GPTConfig, save_model
 from featscale.saes.base import SparseAutoencoder
 from featscale.saes.evaluate import evaluate_sae
 from featscale.saes.train import ActivationBuffer, l1_coefficient, schedule
@@ -57,8 +57,7 @@ def model_files(tmp_path_factory) -> tuple[Path, Path]:
     folder = tmp_path_factory.mktemp("model")
     torch.manual_seed(0)
     model = GPT(GPTConfig(**ARCH))
-    save_file(model.state_dict(), str(folder / "model.safetensors"))
-    (folder / "config.json").write_text(json.dumps({"model": ARCH}))
+    save_model(model, folder / "model.safetensors", folder / "config.json", {"model": ARCH})
     return folder / "model.safetensors", folder / "config.json"
 
 

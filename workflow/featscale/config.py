@@ -17,6 +17,7 @@ import dataclasses
 import functools
 import glob
 import operator
+import os
 import types
 import typing
 from collections.abc import Iterable, Iterator, Mapping
@@ -27,6 +28,7 @@ from typing import Any, TypeVar
 import yaml
 
 from featscale import names
+from featscale.io import InputError
 
 SPLITS = ("train", "val", "analysis")
 GPT2_VOCAB_SIZE = 50257
@@ -35,8 +37,9 @@ SCHEMA_PATH = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.y
 S = TypeVar("S", bound="Section")
 
 
-class ConfigError(ValueError):
-    """A config that the workflow refuses before any job runs."""
+class ConfigError(InputError):
+    """A config that the workflow refuses before any job runs (or, for what only the data can tell, in
+    the first job that can)."""
 
 
 class Section:
@@ -97,6 +100,51 @@ def _build(hint: Any, value: Any) -> Any:
 def schema() -> dict[str, Any]:
     """The config's JSON Schema (workflow/schemas/config.schema.yaml), the one home of its keys."""
     return yaml.safe_load(SCHEMA_PATH.read_text())
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """YAML's safe loader, except that a key given twice in one mapping is refused: YAML keeps
+    the last one silently, so a second `saes:` block would drop the first."""
+
+
+def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+    first: dict[Any, yaml.Node] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if key in first and key != "<<":
+            raise yaml.constructor.ConstructorError(
+                None, None,
+                f"key `{key}` appears twice in one block (also at line {first[key].start_mark.line + 1}); YAML would "
+                f"keep only the last: merge the two into one",
+                key_node.start_mark,
+            )
+        first[key] = key_node
+    return loader.construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """A config file's mapping, or ConfigError naming the file and the line of a YAML mistake (a
+    syntax error, a key given twice)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            loaded = yaml.load(handle, Loader=_StrictLoader)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = " ".join(str(getattr(error, "problem", None) or error).split())
+        fix = "" if "appears twice" in problem else ": fix the YAML there"
+        raise ConfigError(f"config file {str(path)!r}{where}: {problem}{fix}.") from None
+    except OSError as error:
+        raise ConfigError(f"config file {str(path)!r} cannot be read ({error.strerror}): fix the path.") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"config file {str(path)!r} holds a {type(loaded).__name__}, not keys and values: "
+                          "write it as `key: value` lines.")
+    return loaded
 
 
 _JSON_TYPES = {"integer": int, "number": float, "boolean": bool, "string": str, "array": tuple, "null": type(None),
@@ -398,9 +446,21 @@ def describe_schema_error(error: Any) -> str:
             f"config key `{key or '<top level>'}` has unknown key(s) {', '.join(map(repr, unknown))}: "
             f"fix the spelling; known keys are {known}."
         )
+    value = error.instance
+    if error.validator == "type" and isinstance(value, float) and value.is_integer():
+        return (f"config key `{key}` = {value!r} must be a whole number written without a decimal point: "
+                f"write {int(value)}.")
+    if error.validator == "uniqueItems":
+        repeated = sorted({repr(item) for item in value if value.count(item) > 1})
+        return f"config key `{key}` = {value!r} lists {', '.join(repeated)} more than once: list each value once."
+    if error.validator == "type" and isinstance(value, str) and _is_number(value):
+        return (f"config key `{key}` = {value!r} is text, not a number: YAML reads a number such as 3e-4 as text "
+                f"unless it has a dot and a signed exponent; write {float(value)!r}.")
+    if error.validator == "minItems" and not value:
+        return f"config key `{key}` is an empty list: give at least {error.validator_value} value(s)."
     expected = error.schema.get("description", "")
     expected = f" Expected: {' '.join(expected.split())}" if expected else ""
-    return f"config key `{key}` = {error.instance!r} is invalid: {error.message}.{expected}"
+    return f"config key `{key}` = {value!r} is invalid: {error.message}.{expected}"
 
 
 def check_config(
@@ -410,20 +470,22 @@ def check_config(
 ) -> None:
     """Raise ConfigError listing every cross-key problem of a schema-valid, merged config.
 
-    `configfiles` are the files given with --configfile: each must set `run`, because a
-    key it leaves out keeps the paper value, and a run named `paper` by accident would
-    overwrite the paper's results. `command_line` is the --config dictionary.
+    `configfiles` are the files given with --configfile: each must be valid YAML without a key
+    given twice, and set `run`, because a key it leaves out keeps the paper value, and a run named
+    `paper` by accident would overwrite the paper's results. `command_line` is the --config
+    dictionary.
     """
     problems = [
-        *_check_run_names(configfiles, command_line or {}),
+        *_check_config_files(configfiles, command_line or {}),
         *_check_inherited_specs(configfiles, settings),
         *_check_data(settings),
+        *_check_bounds(settings),
         *_check_models(settings),
         *_check_saes(settings),
         *_check_training(settings),
     ]
-    if problems:
-        raise ConfigError("\n".join(problems))
+    if problems:  # a check made once per SAE spec may find one problem several times
+        raise ConfigError("\n".join(dict.fromkeys(problems)))
 
 
 def check_split_sizes(
@@ -451,13 +513,26 @@ def check_split_sizes(
         raise ConfigError("\n".join(problems))
 
 
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _key(path: Iterable[Any]) -> str:
     return "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in path).lstrip(".")
 
 
 def _check_inherited_specs(configfiles: Iterable[str | Path], settings: Settings) -> Iterator[str]:
     """A config file that defines its own SAE specs but not `sae_specs` would run config.yaml's too."""
-    layers = [yaml.safe_load(Path(path).read_text()) or {} for path in configfiles]
+    layers = []
+    for path in configfiles:
+        try:
+            layers.append(read_config_file(path))
+        except ConfigError:
+            return  # _check_config_files says what is wrong with the file
     if not layers or any("sae_specs" in layer for layer in layers):
         return
     defined = {name for layer in layers for name in (layer.get("saes") or {})}
@@ -468,12 +543,14 @@ def _check_inherited_specs(configfiles: Iterable[str | Path], settings: Settings
                f"this run studies in `sae_specs` (e.g. `sae_specs: [{', '.join(sorted(defined))}]`).")
 
 
-def _check_run_names(configfiles: Iterable[str | Path], command_line: Mapping[str, Any]) -> Iterator[str]:
-    if "run" in command_line:
-        return
+def _check_config_files(configfiles: Iterable[str | Path], command_line: Mapping[str, Any]) -> Iterator[str]:
     for path in configfiles:
-        loaded = yaml.safe_load(Path(path).read_text()) or {}
-        if "run" not in loaded:
+        try:
+            loaded = read_config_file(path)
+        except ConfigError as error:
+            yield str(error)
+            continue
+        if "run" not in loaded and "run" not in command_line:
             yield (
                 f"config file {str(path)!r} does not set `run`: its outputs would mix with the "
                 f"paper run's under results/paper/; add a line `run: <name>` to it."
@@ -504,12 +581,26 @@ def _check_data(settings: Settings) -> Iterator[str]:
                 "config key `data.files.paths` is empty but `data.source` is files: "
                 "list the corpus files (paths or globs)."
             )
+        files = []
         for pattern in paths:
-            if not glob.glob(pattern):
+            matches = sorted(glob.glob(pattern))
+            if not matches:
                 yield (
                     f"config key `data.files.paths` names {pattern!r}, which matches no file "
                     f"(relative to {Path.cwd()}): fix the path."
                 )
+            for match in matches:
+                if os.path.isdir(match):
+                    yield (
+                        f"config key `data.files.paths` names {pattern!r}, which matches the folder {match!r}: "
+                        f"name the files in it, e.g. '{os.path.join(match, '*.txt')}'."
+                    )
+                else:
+                    files.append(match)
+        if paths and data.files.format == "text" and len(set(files)) < len(SPLITS):
+            yield _too_few_documents("data.files.paths", len(set(files)), "file(s), each one document (format text)")
+    if data.source == "synthetic" and data.synthetic.documents < len(SPLITS):
+        yield _too_few_documents("data.synthetic.documents", data.synthetic.documents, "document(s)")
     tokenizer = settings.tokenizer
     token_field = data.hub.token_field
     if token_field is not None and data.source == "hub" and tokenizer.kind != "gpt2":
@@ -522,6 +613,50 @@ def _check_data(settings: Settings) -> Iterator[str]:
             f"config key `tokenizer.vocab_size` = {tokenizer.vocab_size} but GPT-2's tokenizer "
             f"has {GPT2_VOCAB_SIZE}: set it to {GPT2_VOCAB_SIZE} or use `tokenizer.kind: bpe`."
         )
+
+
+def _too_few_documents(key: str, count: int, what: str) -> str:
+    return (
+        f"config key `{key}` gives {count} {what}, but each of the three splits (train, val, analysis) needs "
+        f"documents of its own: use a corpus of many documents (hundreds at least)."
+    )
+
+
+def _check_bounds(settings: Settings) -> Iterator[str]:
+    """What the token caps, the windows and the feature tokens must leave room for."""
+    context, caps, budget = settings.models.context, settings.data.max_tokens, settings.feature_budget
+    window = context + 1  # a training or held-out window: context inputs and their next tokens
+    if caps.train is not None and caps.train < window:
+        yield (
+            f"config key `data.max_tokens.train` = {caps.train:,} is below one training window of `models.context` "
+            f"+ 1 = {window:,} tokens: raise it (or null: no cap)."
+        )
+    if budget.tokens < window:
+        yield (
+            f"config key `feature_budget.tokens` = {budget.tokens:,} is less than one window of `models.context` + 1 "
+            f"= {window:,} tokens: raise it."
+        )
+    if caps.val is not None and budget.tokens > caps.val:
+        yield (
+            f"config key `feature_budget.tokens` = {budget.tokens:,} exceeds `data.max_tokens.val` = {caps.val:,}: the "
+            f"budget is measured on val tokens; lower it or raise the cap."
+        )
+    for name in settings.saes:  # the run's feature tokens, or a spec's own (`saes.<name>.features`)
+        features = settings.features_for(name)
+        key = f"saes.{name}.features.tokens" if "tokens" in (settings.saes[name].features or {}) else "features.tokens"
+        needed = features.window_tokens(context)
+        if features.split == "analysis" and caps.analysis is not None and features.tokens <= caps.analysis < needed:
+            yield (
+                f"config key `{key}` = {features.tokens:,} needs {needed:,} analysis tokens (whole windows of "
+                f"`models.context` = {context}, position 0 {'counted' if features.include_position_0 else 'not counted'}"
+                f") but `data.max_tokens.analysis` = {caps.analysis:,}: lower `{key}` or raise the cap."
+            )
+        min_count = settings.correlation.min_count
+        if min_count > features.tokens:
+            yield (
+                f"config key `correlation.min_count` = {min_count:,} exceeds `{key}` = {features.tokens:,}: no latent "
+                f"could fire that often, so none would be correlated; lower it (10 is the default)."
+            )
 
 
 def _check_models(settings: Settings) -> Iterator[str]:

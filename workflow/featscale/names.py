@@ -24,6 +24,9 @@ SAE_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_-]*"
 # an SAE's files, as SAELens names them (SAE_WEIGHTS_FILENAME, SAE_CFG_FILENAME)
 SAE_WEIGHTS_FILENAME = "sae_weights.safetensors"
 SAE_CONFIG_FILENAME = "cfg.json"
+# the rules that write a model's and an SAE's files: an error about one names its rule
+MODEL_RULE = "train_model"
+SAE_RULE = "train_sae"
 
 
 def model_name(width: int, seed: int = 0) -> str:

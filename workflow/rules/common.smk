@@ -1,8 +1,7 @@
 import os
 import sys
 
-from snakemake.exceptions import WorkflowError
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
 
 min_version("9.0")
 
@@ -16,30 +15,31 @@ os.environ.update(
 )
 
 from featscale import names
-from featscale.config import (
-    ConfigError,
-    Settings,
-    check_config,
-    describe_schema_error,
-    resolve_extends,
-)
+from featscale.config import read_config_file
 from featscale.execution.gpus import gpu_slots
+from featscale.validation import settings_from_config
 
 
-resolve_extends(config)
-try:
-    validate(config, "../schemas/config.schema.yaml")
-except WorkflowError as error:
-    cause = error.__context__  # the jsonschema ValidationError
-    if not hasattr(cause, "absolute_path"):
-        raise
-    raise ConfigError(describe_schema_error(cause)) from None
-# the typed settings, built once; rules pass each job the section it needs, as plain data
-SETTINGS = Settings.from_config(config)
-check_config(
-    SETTINGS,
+# The paper config, beside the top-level Snakefile wherever the working directory (--directory) is
+# and whichever Snakefile is the entry point, read first by us so that a YAML mistake in it is named
+# by file and line (Snakemake reads the --configfile files itself, before this runs, and names
+# neither), then merged under the --configfile files.
+CONFIG_YAML = os.path.join(os.path.dirname(PACKAGE_ROOT), "config.yaml")
+read_config_file(CONFIG_YAML)
+
+
+configfile: CONFIG_YAML
+
+
+# the typed settings, built once from the checked config with its defaults filled in (all problems
+# of a stage at once: featscale.validation.settings_from_config); rules pass each job the section it
+# needs, as plain data
+SETTINGS = settings_from_config(
+    config,
     configfiles=workflow.overwrite_configfiles or [],
     command_line=workflow.config_settings.overwrite_config,
+    # jobs run here (not sent to a cluster, not a cluster job itself): the device must be here too
+    local=workflow.local_exec and not workflow.remote_exec,
 )
 
 report: "../report/workflow.rst"

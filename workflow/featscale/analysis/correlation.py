@@ -31,21 +31,31 @@ group of root arrays whose `dimension_names` make the latent ids coordinates, so
     attrs                         format, a, b (the models), sae, n_tokens, min_count,
                                   a_counted, a_dead, a_rare, b_counted, b_dead, b_rare (latents
                                   counted and excluded on each side), block_latents, token_chunk,
-                                  matrix_dtype, shift (0, or the shifted-token null's shift)
+                                  matrix_dtype, shift (0, or the shifted-token null's shift),
+                                  tokens_sha256, a_sae_sha256, b_sae_sha256 (what the two feature
+                                  stores record: the tokens and the SAEs whose codes these are)
 
-Format 1 (`featscale.correlations/1`) kept the per-latent arrays in subgroups a/ and b/
-(`a/latent`, `a/max_similarity`, `a/best_partner`), where xarray sees no coordinates; it is
-still read (`open_correlations`), and written no more.
+Every chunk carries zstd's checksum, checked on every read; `open_correlations` checks the format,
+that every chunk is on disk and the arrays' lengths. An r outside [-1, 1] beyond rounding stops the
+job, naming the latents and the pair (the codes and the sums of one store disagree: it is corrupt).
+A job's worker processes die with it, however it ends: a killed job leaves none writing into its
+output. Formats 1 (per-latent arrays in subgroups a/ and b/) and 2 (this layout) had no checksums
+and no SHA-256s to check against: a store of either is refused, with the command that rebuilds it.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import multiprocessing
 import os
+import signal
 import sys
+import threading
+import time
 from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -54,15 +64,28 @@ import numpy as np
 import zarr
 from scipy import sparse
 
-from featscale.config import CorrelationSettings
+from featscale.config import ConfigError, CorrelationSettings
+from featscale.features.store import PRODUCER as FEATURES_PRODUCER
 from featscale.features.store import FeatureStore, open_features
-from featscale.io import write_atomically
+from featscale.io import (
+    ArtifactError,
+    artifact_error,
+    check_chunks,
+    checked_array_options,
+    open_store,
+    reading,
+    write_atomically,
+)
 
-FORMAT = "featscale.correlations/2"
-FORMAT_1 = "featscale.correlations/1"  # per-latent arrays in subgroups a/ and b/: read, not written
+# /3: checksummed chunks, every chunk on disk, tokens and SAE SHA-256s (a /1 or /2 store is refused:
+# rebuild it)
+FORMAT = "featscale.correlations/3"
+PRODUCER = "correlate"
 SIDE_ARRAYS = ("latent", "max_similarity", "best_partner")  # each side's arrays, `{side}_{name}` at the root
 MATRIX_DTYPES = ("float16", "float32", "float64", "none")
 SUB_BLOCK = 256  # A latents per sparse product, whose dense rows (x F_B float64) are added at once
+R_TOLERANCE = 1e-6  # a Pearson r computed in float64 may pass ±1 by rounding, never by more
+PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent dies
 log = logging.getLogger(__name__)
 
 
@@ -80,8 +103,18 @@ def counted_latents(store: FeatureStore, min_count: int) -> Counted:
     """The latents of `store` that fire on at least `min_count` tokens (and vary), with moments."""
     count = store.stat("count")
     n = store.n_tokens
+    for name in ("sum", "sum_squares"):
+        bad = np.flatnonzero(~np.isfinite(store.stat(name)))
+        if len(bad):
+            raise artifact_error(store.path, f"records a non-finite {name} for latent {bad[0]} ({len(bad)} such "
+                                             "latent(s) in all)", FEATURES_PRODUCER)
     mean = store.stat("sum") / n
-    variance = np.maximum(store.stat("sum_squares") / n - mean**2, 0.0)
+    variance = store.stat("sum_squares") / n - mean**2
+    impossible = np.flatnonzero(variance < -1e-9 * (store.stat("sum_squares") / n))  # beyond rounding
+    if len(impossible):
+        raise artifact_error(store.path, f"records sums for latent {impossible[0]} that no codes can have (a "
+                                         f"negative variance; {len(impossible)} such latent(s) in all)", FEATURES_PRODUCER)
+    variance = np.maximum(variance, 0.0)
     keep = (count >= max(min_count, 1)) & (variance > 0)  # a latent active on every token is constant too
     latents = np.flatnonzero(keep)
     return Counted(latents, mean[latents], np.sqrt(variance[latents]), int((count == 0).sum()),
@@ -178,7 +211,9 @@ def _correlate_block(job: _Job) -> tuple[int, np.ndarray, np.ndarray, np.ndarray
     scale_a, shift_a = 1.0 / (n * ca.std[job.lo : job.hi]), ca.mean[job.lo : job.hi] / ca.std[job.lo : job.hi]
     scale_b, shift_b = 1.0 / cb.std, cb.mean / cb.std
     every_b = n_b == b.n_latents  # then the counted columns are all columns, in order
-    matrix = zarr.open_array(job.matrix_path, mode="r+") if job.matrix_path is not None else None
+    matrix = None
+    if job.matrix_path is not None:
+        matrix = zarr.open_array(job.matrix_path, mode="r+").with_config(checked_array_options()["config"])
     r = np.empty((rows, n_b), dtype=matrix.dtype) if matrix is not None else None
     row_max, row_best = np.empty(rows), np.empty(rows, dtype=np.int64)
     col_max, col_best = np.full(n_b, -np.inf), np.zeros(n_b, dtype=np.int64)
@@ -189,6 +224,7 @@ def _correlate_block(job: _Job) -> tuple[int, np.ndarray, np.ndarray, np.ndarray
         part *= scale_a[lo:hi, None]
         part *= scale_b
         part -= shift_a[lo:hi, None] * shift_b
+        _check_range(part, ca.latents[job.lo + lo : job.lo + hi], cb.latents, a, b)
         row_best[lo:hi] = part.argmax(axis=1)
         row_max[lo:hi] = part[np.arange(hi - lo), row_best[lo:hi]]
         for i in range(hi - lo):
@@ -200,6 +236,22 @@ def _correlate_block(job: _Job) -> tuple[int, np.ndarray, np.ndarray, np.ndarray
     if matrix is not None:
         matrix[job.lo : job.hi] = r
     return (job.lo, row_max, row_best, col_max, col_best + job.lo)
+
+
+def _check_range(r: np.ndarray, a_latents: np.ndarray, b_latents: np.ndarray, a: FeatureStore, b: FeatureStore) -> None:
+    """Stop at an r that cannot be (outside [-1, 1] beyond rounding, or not finite): the codes and the
+    per-latent sums of one of the two stores disagree, so one is corrupt."""
+    bad = ~(np.abs(r) <= 1 + R_TOLERANCE)
+    if bad.any():
+        i, j = np.argwhere(bad)[0]
+        pair = f"{a.attrs['model']}__{b.attrs['model']}"
+        raise ArtifactError(
+            f"pair {pair}: r = {r[i, j]:.6g} for latent {a_latents[i]} of {a.attrs['model']} and latent {b_latents[j]} "
+            f"of {b.attrs['model']}, outside [-1, 1] ({int(bad.sum())} such r in this block): the codes and the sums "
+            f"of {a.path} or {b.path} disagree, so one is corrupt. Delete both and let rule encode_features make them "
+            f"again: rm -rf '{a.path}' '{b.path}' && snakemake '{a.path}' '{b.path}' (with this run's --configfile), "
+            "then rerun the workflow."
+        )
 
 
 def correlate(
@@ -225,9 +277,12 @@ def correlate(
         raise ValueError(f"matrix dtype {matrix_dtype!r}: use one of {', '.join(MATRIX_DTYPES)}")
     a, b = open_features(a_path), open_features(b_path)
     if a.attrs["tokens_sha256"] != b.attrs["tokens_sha256"] or a.n_tokens != b.n_tokens:
-        raise ValueError(
-            f"{a_path} and {b_path} hold codes of different tokens ({a.n_tokens} vs {b.n_tokens} tokens, "
-            "fingerprints differ): rebuild both feature stores with the same features settings"
+        raise ArtifactError(
+            f"{a_path} and {b_path} hold codes of different tokens ({a.n_tokens:,} and {b.n_tokens:,} tokens, token "
+            f"SHA-256 {a.attrs['tokens_sha256'][:16]}... and {b.attrs['tokens_sha256'][:16]}...): one was encoded "
+            "before the token store was rebuilt or the `features` settings changed. Delete both and let rule "
+            f"encode_features make them again: rm -rf '{a_path}' '{b_path}' && snakemake '{a_path}' '{b_path}' "
+            "(with this run's --configfile), then rerun the workflow."
         )
     ca, cb = counted_latents(a, min_count), counted_latents(b, min_count)
     if len(ca.latents) == 0 or len(cb.latents) == 0:
@@ -250,6 +305,9 @@ def correlate(
         "token_chunk": int(token_chunk),
         "matrix_dtype": matrix_dtype,
         "shift": int(shift),
+        "tokens_sha256": a.attrs["tokens_sha256"],
+        "a_sae_sha256": a.attrs["sae_sha256"],
+        "b_sae_sha256": b.attrs["sae_sha256"],
     }
 
     def write(path: Path) -> None:
@@ -259,6 +317,7 @@ def correlate(
             group.create_array(
                 "matrix", shape=(n_a, n_b), dtype=matrix_dtype,
                 chunks=(min(block_latents, n_a), min(4096, n_b)), dimension_names=["a_latent", "b_latent"],
+                **checked_array_options(),
             )
             matrix_path = str(path / "matrix")
         jobs = [
@@ -282,7 +341,8 @@ def correlate(
             values = {"latent": latents.astype(np.int32), "max_similarity": best_max,
                       "best_partner": partners[best].astype(np.int32)}
             for name in SIDE_ARRAYS:  # `{side}_latent` is the dimension, so xarray makes it the coordinate
-                group.create_array(f"{side}_{name}", data=values[name], dimension_names=[f"{side}_latent"])
+                group.create_array(f"{side}_{name}", data=values[name], dimension_names=[f"{side}_latent"],
+                                   **checked_array_options())
         group.attrs.update(meta)
 
     write_atomically(out, write)
@@ -305,7 +365,13 @@ def run_correlate(
 
 
 def _run(jobs: list[_Job], workers: int):
-    """Results of the jobs, in completion order; processes started by spawn, never fork."""
+    """Results of the jobs, in order; processes started by spawn, never fork.
+
+    The workers die with the job: each asks the kernel for SIGKILL when the job's process dies
+    (`_die_with_parent`), and a job that fails (a block raising, the output failing to write, a
+    worker killed, by the OOM killer say) kills them at once instead of waiting for their blocks, so
+    none is left writing into its output.
+    """
     if workers <= 1 or len(jobs) == 1:
         yield from map(_correlate_block, jobs)
         return
@@ -313,17 +379,64 @@ def _run(jobs: list[_Job], workers: int):
     env = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     saved = {key: os.environ.get(key) for key in env}
     os.environ.update(env)
+    pool = ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=context,
+                               initializer=_die_with_parent, initargs=(os.getpid(),))
     try:
-        with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=context) as pool:
-            with _main_module_hidden():  # map submits every job, so every worker starts here
-                results = pool.map(_correlate_block, jobs)
-            yield from results
+        with _main_module_hidden():  # map submits every job, so every worker starts here
+            results = pool.map(_correlate_block, jobs)
+        yield from results
+    except BrokenProcessPool as error:
+        _kill_workers(pool)
+        raise ConfigError(
+            "a worker process of correlate died in its block (killed by a signal: most often the kernel's "
+            "out-of-memory killer; each worker holds `correlation.block_latents` x latents float64 values): lower "
+            "`correlation.block_latents` or `correlation.workers`, or give the job more memory (its mem_mb)."
+        ) from error
+    except BaseException:
+        _kill_workers(pool)
+        raise
+    else:
+        pool.shutdown(wait=True)
     finally:
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+def _die_with_parent(parent: int) -> None:
+    """A worker's first act: die with the job's process, however it ends (kill -9, the OOM killer).
+
+    On Linux the kernel sends SIGKILL when the parent dies (prctl PR_SET_PDEATHSIG); elsewhere a
+    thread polls for it. A parent that died before this ran is noticed by the pid check.
+    """
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    else:
+        threading.Thread(target=_exit_when_orphaned, args=(parent,), daemon=True).start()
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+def _exit_when_orphaned(parent: int, poll_seconds: float = 1.0) -> None:
+    while os.getppid() == parent:
+        time.sleep(poll_seconds)
+    os._exit(1)
+
+
+def _kill_workers(pool: ProcessPoolExecutor) -> None:
+    """Stop every worker now; its blocks are not waited for. Python 3.14 has kill_workers; before it the
+    executor's table of processes is the only handle on them."""
+    if hasattr(pool, "kill_workers"):
+        pool.kill_workers()
+        return
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        process.kill()
+    for process in processes:
+        process.join(timeout=30)
 
 
 @contextmanager
@@ -354,21 +467,38 @@ class SimilarityStore(NamedTuple):
 
     attrs: dict[str, Any]
     group: zarr.Group
+    path: Path
 
     def side(self, name: str) -> dict[str, np.ndarray]:
         """'a' or 'b': latent ids, max_similarity and best_partner of each counted latent."""
-        if self.attrs["format"] == FORMAT_1:
-            return {key: self.group[name][key][:] for key in SIDE_ARRAYS}
-        return {key: self.group[f"{name}_{key}"][:] for key in SIDE_ARRAYS}
+        with reading(self.path, PRODUCER):
+            return {key: self.group[f"{name}_{key}"][:] for key in SIDE_ARRAYS}
+
+    def check_computed_from(self, side: str, features: FeatureStore) -> None:
+        """Raise ArtifactError unless side `side` ('a' or 'b') was computed from the codes `features` holds
+        now (the same SAE over the same tokens, by the SHA-256s both record)."""
+        recorded = (self.attrs[f"{side}_sae_sha256"], self.attrs["tokens_sha256"])
+        if recorded != (features.attrs["sae_sha256"], features.attrs["tokens_sha256"]):
+            raise artifact_error(self.path, f"was computed from other codes than {features.path} holds now (it "
+                                            f"records SAE SHA-256 {recorded[0][:12]}... and token SHA-256 "
+                                            f"{recorded[1][:12]}... for side {side}, the feature store "
+                                            f"{features.attrs['sae_sha256'][:12]}... and "
+                                            f"{features.attrs['tokens_sha256'][:12]}...)", PRODUCER)
 
 
 def open_correlations(path: str | Path) -> SimilarityStore:
-    """The correlation store at `path`; one of another format is refused, naming both formats."""
-    group = zarr.open_group(str(path), mode="r")
-    attrs = dict(group.attrs)
-    if attrs.get("format") not in (FORMAT, FORMAT_1):
-        raise ValueError(
-            f"{path} has format {attrs.get('format')!r}, not a correlation store this featscale reads "
-            f"({FORMAT}, or the older {FORMAT_1}): delete it and run its correlation again"
-        )
-    return SimilarityStore(attrs, group)
+    """A correlation store written by correlate (or its controls), read-only: its format, that every
+    chunk of every array is on disk and the arrays' lengths are checked here, each chunk's checksum
+    when it is read. A store of another format (an earlier one) is refused, naming the fix."""
+    group, attrs = open_store(path, "correlation store", FORMAT, PRODUCER)
+    with reading(path, PRODUCER):
+        for side in ("a", "b"):
+            for name in SIDE_ARRAYS:
+                array = group[f"{side}_{name}"]
+                check_chunks(array, path, PRODUCER)
+                if array.shape != (attrs[f"{side}_counted"],):
+                    raise artifact_error(path, f"has an array {side}_{name} of shape {array.shape}, not "
+                                               f"({attrs[f'{side}_counted']},) as its attrs say", PRODUCER)
+        if attrs["matrix_dtype"] != "none":
+            check_chunks(group["matrix"], path, PRODUCER)
+    return SimilarityStore(attrs, group, Path(path))

@@ -135,7 +135,7 @@ def save_figure(figure: Figure, path: str | Path) -> Path:
 
     def write(partial: Path) -> None:
         try:
-            # the temporary name ends in .partial: say the format, do not let it be guessed
+            # the temporary name ends in .partial-<attempt>: say the format, do not let it be guessed
             figure.savefig(partial, format="png", dpi=DPI)
         except BaseException:
             partial.unlink(missing_ok=True)

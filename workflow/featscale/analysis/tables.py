@@ -22,16 +22,17 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from featscale.analysis.correlation import counted_latents, open_correlations
+from featscale.analysis.correlation import R_TOLERANCE, counted_latents, open_correlations
 from featscale.analysis.fits import bootstrap_talk_compatible, bootstrap_talk_curve, fit_talk_compatible, fit_talk_curve
 from featscale.analysis.scaling import scaling_fits_json, scaling_table
 from featscale.analysis.statistics import Interval, bootstrap_intervals, pair_statistics, pearson_r
 from featscale.analysis.universality import collapsed_latents, r_table, relative_importance
 from featscale.config import AnalysisSettings, ControlSettings
 from featscale.features.store import open_features
-from featscale.io import write_frame, write_json, write_text
+from featscale.io import ArtifactError, recorded_sha256, verify_safetensors, write_frame, write_json, write_text
 from featscale.names import (
     SAE_CONFIG_FILENAME,
+    SAE_RULE,
     ordered,
     parse_model_name,
     replicate_of,
@@ -47,9 +48,11 @@ SHRUNK_DECODER = 0.1  # a decoder row below this share of the median live row ha
 
 
 def decoder_directions(sae_weights: str | Path) -> np.ndarray:
-    """W_dec (n_latents, d_in) of a saved SAE (SAELens layout), as float32 numpy."""
+    """W_dec (n_latents, d_in) of a saved SAE (SAELens layout), as float32 numpy; the file and its
+    cfg.json are checked against the SHA-256s the weights record."""
     from safetensors.numpy import load_file
 
+    verify_safetensors(sae_weights, SAE_RULE, config=Path(sae_weights).parent / SAE_CONFIG_FILENAME)
     return load_file(str(sae_weights))["W_dec"].astype(np.float32)
 
 
@@ -62,10 +65,11 @@ def latent_census(
     """Per model: how many latents are dead, rare, counted, collapsed; and each model's collapse mask."""
     rows, masks = [], {}
     for model in ordered(features):
+        directions = decoder_directions(sae_weights[model])  # the weights verified first, then their hash used
         store = open_features(features[model])
+        store.check_made_with(sae_weights[model], recorded_sha256(sae_weights[model]))
         counted = counted_latents(store, min_count)
-        collapsed = collapsed_latents(decoder_directions(sae_weights[model]), analysis.collapsed_threshold,
-                                      analysis.collapsed_min_neighbours)
+        collapsed = collapsed_latents(directions, analysis.collapsed_threshold, analysis.collapsed_min_neighbours)
         masks[model] = collapsed.collapsed
         live = store.stat("count") > 0
         frequency = store.stat("count") / max(store.n_tokens, 1)
@@ -104,18 +108,19 @@ def universality_points(
     stores = {model: open_features(path) for model, path in features.items()}
     frames = []
     for (a, b), path in correlations.items():
-        store = open_correlations(path)
+        store = _correlations_of(path, {"a": stores[a], "b": stores[b]})
         for source, target, side in ((a, b, "a"), (b, a, "b")):
             frame = _pair_points(source, target, stores[source], store.side(side), masks[source], min_count=min_count,
                                  path=path)
             latents = frame["latent"].to_numpy()
             frame["null_max_similarity"] = (
-                _null_max_similarity(nulls[a, b], side, latents, path) if nulls else np.nan
+                _null_max_similarity(nulls[a, b], side, stores[source], latents, path) if nulls else np.nan
             )
             frame["untrained_max_similarity"] = np.nan
             if untrained:
                 key = (source, untrained_model_name(width_of(target)))
-                frame["untrained_max_similarity"] = _null_max_similarity(untrained[key], "a", latents, path)
+                frame["untrained_max_similarity"] = _null_max_similarity(untrained[key], "a", stores[source], latents,
+                                                                         path)
             frames.append(frame)
     return pd.concat(frames, ignore_index=True)
 
@@ -134,10 +139,11 @@ def sae_seed_points(
     frames = []
     for model, path in correlations.items():
         store = open_features(features[model])
-        frame = _pair_points(model, f"{model}/{replicate}", store, open_correlations(path).side("a"),
+        frame = _pair_points(model, f"{model}/{replicate}", store, _correlations_of(path, {"a": store}).side("a"),
                              masks[model], min_count=min_count, path=path)
         latents = frame["latent"].to_numpy()
-        frame["null_max_similarity"] = _null_max_similarity(nulls[model], "a", latents, path) if nulls else np.nan
+        frame["null_max_similarity"] = (_null_max_similarity(nulls[model], "a", store, latents, path) if nulls
+                                        else np.nan)
         frame["untrained_max_similarity"] = np.nan
         frames.append(frame)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
@@ -154,11 +160,13 @@ def _pair_points(source: str, target: str, source_store: Any, values: Mapping[st
         )
     keep = np.zeros(source_store.n_latents, dtype=bool)
     keep[counted] = True
+    importance = source_store.stat("importance")
+    _check_fit_inputs(importance[counted], values, counted, pair=(source, target), paths=(source_store.path, path))
     return pd.DataFrame({
         "source": source,
         "target": target,
         "latent": counted,
-        "relative_importance": relative_importance(source_store.stat("importance"), keep)[counted],
+        "relative_importance": relative_importance(importance, keep)[counted],
         "max_similarity": values["max_similarity"],
         "best_partner": values["best_partner"],
         "frequency": source_store.stat("count")[counted] / source_store.n_tokens,
@@ -176,9 +184,39 @@ def decoder_norm_ratio(store: Any) -> np.ndarray:
     return norms / median if median > 0 else np.full_like(norms, np.nan)
 
 
-def _null_max_similarity(path: str | Path, side: str, latents: np.ndarray, real: str | Path) -> np.ndarray:
+def _check_fit_inputs(importance: np.ndarray, values: Mapping[str, np.ndarray], latents: np.ndarray, *,
+                      pair: tuple[str, str], paths: tuple[Path, str | Path]) -> None:
+    """Stop at a fit input that cannot be: a non-finite importance (paths[0], the source's feature store),
+    or a max similarity that is not finite or lies outside [-1, 1] beyond rounding (paths[1], the
+    correlation store). `importance` and `values` are those of the counted `latents`."""
+    similarity = values["max_similarity"]
+    for what, value, bad, path in (
+        ("importance", importance, ~np.isfinite(importance), paths[0]),
+        ("max similarity", similarity, ~(np.abs(similarity) <= 1 + R_TOLERANCE), paths[1]),
+    ):
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise ArtifactError(
+                f"pair ({pair[0]}, {pair[1]}): latent {latents[i]} of {pair[0]} has {what} {value[i]:.6g}, which "
+                f"cannot be ({int(bad.sum())} such latent{'s' if bad.sum() > 1 else ''} in all): {path} is corrupt. "
+                f"Delete it and let its rule make it again: rm -rf '{path}' && snakemake '{path}' (with this run's "
+                "--configfile), then rerun the workflow."
+            )
+
+
+def _correlations_of(path: str | Path, sides: Mapping[str, Any]) -> Any:
+    """The correlation store at `path`, checked to have been computed from the feature stores `sides`
+    ({'a': store, 'b': store}; a side whose store is not at hand is left out)."""
+    store = open_correlations(path)
+    for side, features in sides.items():
+        store.check_computed_from(side, features)
+    return store
+
+
+def _null_max_similarity(path: str | Path, side: str, source_store: Any, latents: np.ndarray,
+                         real: str | Path) -> np.ndarray:
     """One side's max similarity in a null's correlation, for the same latents as the real one."""
-    values = open_correlations(path).side(side)
+    values = _correlations_of(path, {side: source_store}).side(side)
     if not np.array_equal(values["latent"], latents):
         raise ValueError(f"{path} counts other latents than {real}: rerun both with one min_count")
     return values["max_similarity"]

@@ -43,7 +43,7 @@ from featscale.browser.vocabulary import token_strings
 from featscale.config import AnalysisSettings
 from featscale.data.token_store import open_split
 from featscale.features.store import FeatureStore, analysis_windows, counted_tokens, open_features, tokens_sha256
-from featscale.io import write_atomically
+from featscale.io import recorded_sha256, write_atomically
 from featscale.names import ordered
 
 FORMAT = "featscale.browser/1"
@@ -239,7 +239,8 @@ def _write_model(folder: Path, model: str, *, position: int, models: Sequence[st
     first_rows = own.drop_duplicates("latent")
     relative[first_rows["latent"].to_numpy()] = first_rows["relative_importance"].to_numpy()
 
-    decoder = decoder_directions(sae_weights)  # (n_latents, d_model)
+    decoder = decoder_directions(sae_weights)  # (n_latents, d_model), the weights verified
+    store.check_made_with(sae_weights, recorded_sha256(sae_weights))
     cluster = collapsed_latents(decoder, study.collapsed_threshold, study.collapsed_min_neighbours)
     if len(cluster.collapsed) != n:
         raise ValueError(f"{sae_weights} has {len(cluster.collapsed)} latents, {store.path} has {n}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +13,16 @@ import zarr
 from tokenizers import Tokenizer
 from tqdm import tqdm
 
-from featscale.config import SPLITS, CorpusSettings, EmbeddedSource, StoreSettings, TokenizerSettings, check_split_sizes
-from featscale.data.corpus import fetch_embedded
+from featscale.config import (
+    SPLITS,
+    ConfigError,
+    CorpusSettings,
+    EmbeddedSource,
+    StoreSettings,
+    TokenizerSettings,
+    check_split_sizes,
+)
+from featscale.data.corpus import CorpusError, fetch_embedded
 from featscale.data.splits import split_documents
 from featscale.data.token_store import FORMAT, SplitWriter, token_dtype
 from featscale.data.tokenizer import eot_id, gpt2_tokenizer, train_bpe
@@ -40,13 +48,25 @@ def build_tokenizer(
         trained = gpt2_tokenizer()
     else:
         limit = tokenizer.train_documents
-        texts = (
-            document
-            for split, document in split_documents(corpus, run_seed, _archive(archive))
-            if split == "train"  # val and analysis stay unseen, by the tokenizer too
-        )
-        trained = train_bpe(itertools.islice(texts, limit), tokenizer.vocab_size)
-        log.info("trained a BPE of %d tokens on at most %d train documents", trained.get_vocab_size(), limit)
+        seen = dict.fromkeys(SPLITS, 0)
+
+        def train_texts() -> Iterator[str]:
+            for split, document in split_documents(corpus, run_seed, _archive(archive)):
+                seen[split] += 1
+                if split == "train":  # val and analysis stay unseen, by the tokenizer too
+                    yield document
+
+        trained = train_bpe(itertools.islice(train_texts(), limit), tokenizer.vocab_size)
+        log.info("trained a BPE of %d tokens on %d train documents", trained.get_vocab_size(), seen["train"])
+        # the whole corpus was read when fewer train documents than the limit came
+        check_documents_per_split(seen, whole_corpus=seen["train"] < limit)
+        if trained.get_vocab_size() < tokenizer.vocab_size:
+            raise ConfigError(
+                f"config key `tokenizer.vocab_size` = {tokenizer.vocab_size:,} but the BPE learned only "
+                f"{trained.get_vocab_size():,} tokens from the {seen['train']:,} train documents (it stops when no pair "
+                f"is left to merge): lower `tokenizer.vocab_size` to at most {trained.get_vocab_size():,}, or use a "
+                "larger corpus."
+            )
     eot_id(trained)  # refuse a tokenizer without end-of-text before saving it
     write_atomically(out, lambda partial: trained.save(str(partial)))
 
@@ -100,9 +120,10 @@ def build_token_store(
                 # packed rows already hold their end-of-text tokens: concatenated as they are
                 ids = np.asarray(document, dtype=np.int64)
                 if len(ids) and (ids.min() < 0 or ids.max() >= vocab_size):
-                    raise ValueError(
-                        f"data.hub.token_field {corpus.hub.token_field!r} holds ids outside "
-                        f"[0, {vocab_size}): it was not made with this tokenizer"
+                    raise CorpusError(
+                        f"`data.hub.token_field` {corpus.hub.token_field!r} holds ids outside "
+                        f"[0, {vocab_size}): it was not made with this tokenizer; use `tokenizer.kind: gpt2` "
+                        "with GPT-2 token ids, or read the text (`data.hub.text_field`)"
                     )
                 writers[split].append(ids.astype(dtype), documents=1)
             else:
@@ -133,6 +154,18 @@ def build_token_store(
 
     write_atomically(out, write)
     return tokens
+
+
+def check_documents_per_split(documents: Mapping[str, int], whole_corpus: bool) -> None:
+    """Raise CorpusError if a split got no document: the train split as soon as that is known, val and
+    analysis once the `whole_corpus` has been read."""
+    empty = [split for split in SPLITS if documents[split] == 0 and (whole_corpus or split == "train")]
+    if empty:
+        raise CorpusError(
+            f"the corpus gives no document to the {' and '.join(empty)} split{'s' if len(empty) > 1 else ''} "
+            f"(documents per split: {dict(documents)}; each document goes to one split by a hash of its content): "
+            "use a corpus of many documents (hundreds at least), or other `data.split_fractions`."
+        )
 
 
 def _archive(archive: str | Path | Sequence[str | Path] | None) -> Path | None:

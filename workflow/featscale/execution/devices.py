@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import os
 
 import torch
 
+from featscale.config import ConfigError
 from featscale.execution.gpus import claim_gpu
 
 
@@ -25,6 +27,12 @@ def pick_device(setting: str = "auto") -> torch.device:
             setting = f"cuda:{index}"
         elif setting == "auto":
             setting = "cpu"
+        else:
+            raise ConfigError(
+                "config key `training.device` = 'cuda' but this job sees no usable CUDA GPU "
+                f"(torch {torch.__version__}, CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r}): "
+                "give the job a GPU (the cluster's GPU resources), or set `training.device: auto` or `cpu`."
+            )
     device = torch.device(setting)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True

@@ -55,6 +55,22 @@ def gpu_slots(environ: Mapping[str, str] = os.environ) -> int:
     return max(1, len(visible_gpus(environ)))
 
 
+def cuda_usable(environ: Mapping[str, str] = os.environ) -> tuple[bool, str]:
+    """Whether a job started here could run on a GPU, and if not, why: a visible NVIDIA GPU, and the
+    torch of this Python (where it has one) built with CUDA and seeing it. A job run in another
+    environment (--sdm conda) has its own torch, which is not asked here."""
+    if not visible_gpus(environ):
+        hidden = "CUDA_VISIBLE_DEVICES hides every GPU" if "CUDA_VISIBLE_DEVICES" in environ else "no /dev/nvidia* device"
+        return False, f"no NVIDIA GPU is visible: {hidden}"
+    try:
+        import torch
+    except ImportError:
+        return True, ""
+    if not torch.cuda.is_available():
+        return False, f"torch {torch.__version__} sees no CUDA device (a CPU-only build, or no driver)"
+    return True, ""
+
+
 class GpuClaim(NamedTuple):
     gpu: str
     """The GPU, as CUDA_VISIBLE_DEVICES named it before the claim."""

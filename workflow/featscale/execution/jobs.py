@@ -1,4 +1,5 @@
-"""What every job does: send its output to the rule's log, use its threads, stop cleanly on SIGTERM."""
+"""What every job does: send its output to the rule's log, use its threads, stop cleanly on SIGTERM,
+and end on a known failure with one line on the console (the traceback goes to the log)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,13 @@ import logging
 import os
 import signal
 import sys
+import traceback
 import typing
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from featscale.io import InputError
 
 
 def log_to(path: str | Path) -> None:
@@ -75,11 +79,23 @@ def run_rule(job: Any, target: str) -> Any:
     (featscale.config.Section) is rebuilt from the plain data the rule passed. So a rule's
     params are its function's keyword arguments, and a rule that misses one fails at once,
     naming it.
+
+    A known failure (featscale.io.InputError: a corrupt artifact, a bad corpus file, a config the
+    data cannot satisfy) ends the job with its message on the console, one line per problem, and
+    the traceback in the log; any other error, a bug, shows its traceback in both.
     """
     start_job(job.log[0], job.threads)
     module, _, name = target.partition(":")
-    function = getattr(importlib.import_module(module), name)
-    return function(**job_arguments(function, job))
+    try:
+        function = getattr(importlib.import_module(module), name)
+        return function(**job_arguments(function, job))
+    except InputError as error:
+        logging.getLogger(module).error("%s", error, exc_info=True)
+        print(f"Error in rule {job.rule}: {error}", file=sys.__stderr__, flush=True)
+        raise SystemExit(1) from None
+    except Exception:
+        traceback.print_exc(file=sys.__stderr__)
+        raise
 
 
 def job_arguments(function: Callable[..., Any], job: Any) -> dict[str, Any]:

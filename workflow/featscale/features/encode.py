@@ -11,13 +11,12 @@ import numpy as np
 import torch
 import zarr
 from tqdm import tqdm
-from zarr.codecs import ZstdCodec
 
 from featscale.config import FeatureSettings, Reading, SAESpec
 from featscale.data.token_store import open_split
 from featscale.execution.devices import autocast, pick_device
 from featscale.features.store import CODE_CHUNK, FORMAT, STAT_ARRAYS, counted_tokens, feature_windows, tokens_sha256
-from featscale.io import write_atomically
+from featscale.io import checked_array_options, recorded_sha256, write_atomically
 from featscale.models.gpt import GPT
 from featscale.saes.base import SparseAutoencoder, load_model_and_sae
 from featscale.saes.gated import GatedSAE
@@ -36,8 +35,8 @@ class FeatureWriter:
         self.group = zarr.open_group(str(path), mode="w", zarr_format=3)
         self.codes = {
             name: self.group.create_array(
-                name, shape=(0,), dtype=dtype, chunks=(CODE_CHUNK,), compressors=ZstdCodec(level=3),
-                dimension_names=["nonzero"],
+                name, shape=(0,), dtype=dtype, chunks=(CODE_CHUNK,), dimension_names=["nonzero"],
+                **checked_array_options(),
             )
             for name, dtype in (("indices", np.int32), ("values", np.float32))
         }
@@ -72,8 +71,8 @@ class FeatureWriter:
     def finish(self, decoder_norm: torch.Tensor, attrs: Mapping[str, Any]) -> dict[str, Any]:
         """Write indptr, the per-latent arrays and attrs (n_tokens, nnz, l0 added); returns the attrs."""
         self.group.create_array(
-            "indptr", data=np.concatenate(self.indptr), chunks=(CODE_CHUNK,), compressors=ZstdCodec(level=3),
-            dimension_names=["token_edge"],
+            "indptr", data=np.concatenate(self.indptr), chunks=(CODE_CHUNK,), dimension_names=["token_edge"],
+            **checked_array_options(),
         )
         decoder_norm = decoder_norm.detach().float().to(self.max.device)
         values = {
@@ -86,7 +85,8 @@ class FeatureWriter:
             "decoder_norm": decoder_norm,
         }
         for name in STAT_ARRAYS:
-            self.group.create_array(name, data=values[name].cpu().numpy(), dimension_names=["latent"])
+            self.group.create_array(name, data=values[name].cpu().numpy(), dimension_names=["latent"],
+                                    **checked_array_options())
         meta = {
             "format": FORMAT,
             **attrs,
@@ -185,5 +185,7 @@ def run_encode_features(
     return encode_features(
         gpt, autoencoder, windows, out, spec.reading(features.include_position_0), n_tokens=features.tokens,
         batch_size=features.batch_windows, device=pick_device(device), fold=spec.fold_decoder_norm,
-        attrs={"model": model, "sae": sae, "split": features.split},
+        attrs={"model": model, "sae": sae, "split": features.split,
+               # which weights made these codes (verified as they were loaded): consumers check they match
+               "model_sha256": recorded_sha256(inputs["model_weights"]), "sae_sha256": recorded_sha256(inputs["sae_weights"])},
     )

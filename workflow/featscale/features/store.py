@@ -14,12 +14,16 @@ This module is the one home of the format. Layout of `features/{model}/{sae}.zar
     count        (n_latents,) int64        tokens where it is active
     decoder_norm (n_latents,) float32      ||W_dec,i|| in the model's units
     attrs        format, model, sae, split, n_windows, context, include_position_0, fold_decoder_norm,
-                 tokens_sha256 (of the token ids whose codes these are), n_tokens, n_latents,
-                 nnz, l0
+                 tokens_sha256 (of the token ids whose codes these are), model_sha256,
+                 sae_sha256 (the SHA-256s the model's and the SAE's weights record: which
+                 model and SAE made the codes), n_tokens, n_latents, nnz, l0
 
 Every array carries `dimension_names` ("token_edge", "nonzero", "latent"), so
 `xarray.open_zarr(path, consolidated=False)` reads the store as a Dataset. Which tokens count
 is decided by the config alone (`windows`), so every model's store covers the same tokens.
+Every chunk carries zstd's checksum, checked on every read; `open_features` checks the format,
+that every chunk is on disk and that the arrays' lengths agree with the attrs, and a failed
+read names the store (featscale.io.ArtifactError).
 """
 
 from __future__ import annotations
@@ -32,10 +36,14 @@ import numpy as np
 import zarr
 
 from featscale.config import FeatureSettings
-from featscale.io import bytes_sha256
+from featscale.data.token_store import TokenSplit
+from featscale.io import artifact_error, bytes_sha256, check_chunks, open_store, reading
 from featscale.seeds import stream_rng
 
-FORMAT = "featscale.features/1"
+# /2: checksummed chunks, every chunk on disk, model_sha256 and sae_sha256 (a /1 store is refused: rebuild it)
+FORMAT = "featscale.features/2"
+PRODUCER = "encode_features"
+CODE_ARRAYS = ("indptr", "indices", "values")
 STAT_ARRAYS = ("max", "importance", "argmax", "sum", "sum_squares", "count", "decoder_norm")
 CODE_CHUNK = 1 << 20  # nonzeros per chunk of indices / values
 log = logging.getLogger(__name__)
@@ -45,7 +53,7 @@ log = logging.getLogger(__name__)
 
 
 def analysis_windows(
-    tokens: zarr.Array | np.ndarray, n_tokens: int, context: int, include_position_0: bool, random_seed: int | None
+    tokens: TokenSplit | np.ndarray, n_tokens: int, context: int, include_position_0: bool, random_seed: int | None
 ) -> np.ndarray:
     """The windows (n_windows, context) int64 whose codes are stored, the same for every model.
 
@@ -77,7 +85,7 @@ def analysis_windows(
     return ids.astype(np.int64)
 
 
-def feature_windows(tokens: zarr.Array | np.ndarray, features: FeatureSettings, context: int, run_seed: int) -> np.ndarray:
+def feature_windows(tokens: TokenSplit | np.ndarray, features: FeatureSettings, context: int, run_seed: int) -> np.ndarray:
     """The windows of the configured split whose codes every model's store holds
     (`features.split`: train takes seeded random windows, as the authors did)."""
     random_seed = run_seed if features.split == "train" else None
@@ -117,13 +125,25 @@ class FeatureStore(NamedTuple):
         """One per-latent array, read whole."""
         if name not in STAT_ARRAYS:
             raise KeyError(f"no per-latent array {name!r}: the store has {', '.join(STAT_ARRAYS)}")
-        return self.group[name][:]
+        with reading(self.path, PRODUCER):
+            return self.group[name][:]
 
     def rows(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """CSR (indptr from 0, indices, values) of tokens start .. stop - 1."""
-        bounds = self.group["indptr"][start : stop + 1]
-        lo, hi = int(bounds[0]), int(bounds[-1])
-        return bounds - lo, self.group["indices"][lo:hi], self.group["values"][lo:hi]
+        with reading(self.path, PRODUCER):
+            bounds = self.group["indptr"][start : stop + 1]
+            lo, hi = int(bounds[0]), int(bounds[-1])
+            if not 0 <= lo <= hi <= int(self.attrs["nnz"]):
+                raise artifact_error(self.path, f"has row pointers {lo}..{hi} outside its {self.attrs['nnz']} "
+                                                f"nonzeros at tokens {start}..{stop}", PRODUCER)
+            return bounds - lo, self.group["indices"][lo:hi], self.group["values"][lo:hi]
+
+    def check_made_with(self, sae_weights: str | Path, sae_sha256: str) -> None:
+        """Raise ArtifactError unless these codes are those of the SAE whose weights record `sae_sha256`."""
+        if self.attrs["sae_sha256"] != sae_sha256:
+            raise artifact_error(self.path, f"holds the codes of another SAE than {sae_weights} (it records SAE "
+                                            f"SHA-256 {self.attrs['sae_sha256'][:16]}..., the SAE records "
+                                            f"{sae_sha256[:16]}...)", PRODUCER)
 
     def dense(self, start: int = 0, stop: int | None = None) -> np.ndarray:
         """Codes of tokens start .. stop - 1 as a dense (tokens, n_latents) float32 array (small runs and tests)."""
@@ -135,9 +155,17 @@ class FeatureStore(NamedTuple):
 
 
 def open_features(path: str | Path) -> FeatureStore:
-    """A feature store written by encode_features, read-only."""
-    group = zarr.open_group(str(path), mode="r")
-    attrs = dict(group.attrs)
-    if attrs.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a feature store of format {FORMAT} (found {attrs.get('format')!r})")
+    """A feature store written by encode_features, read-only: its format, that every chunk of every
+    array is on disk and that the arrays' lengths agree with its attrs are checked here, each chunk's
+    checksum when it is read."""
+    group, attrs = open_store(path, "feature store", FORMAT, PRODUCER)
+    with reading(path, PRODUCER):
+        lengths = {"indptr": attrs["n_tokens"] + 1, "indices": attrs["nnz"], "values": attrs["nnz"]}
+        for name in (*CODE_ARRAYS, *STAT_ARRAYS):
+            array = group[name]
+            expected = lengths.get(name, attrs["n_latents"])
+            if array.shape != (expected,):
+                raise artifact_error(path, f"has an array {name!r} of shape {array.shape}, not ({expected},) as its "
+                                           f"attrs say", PRODUCER)
+            check_chunks(array, path, PRODUCER)
     return FeatureStore(Path(path), attrs, group)

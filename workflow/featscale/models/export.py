@@ -27,7 +27,7 @@ from tokenizers import Tokenizer
 
 from featscale.config import CorpusSettings
 from featscale.data.tokenizer import EOT, eot_id
-from featscale.io import write_atomically
+from featscale.io import write_atomically, write_safetensors
 from featscale.models.gpt import GPT, INIT_STD, LAYER_NORM_EPS, load_model
 
 # the end-of-text token is GPT-2's bos, eos and unk token alike; there is no padding token
@@ -175,7 +175,10 @@ def export_hf(
     def write(folder: Path) -> None:
         folder.mkdir()
         (folder / "config.json").write_text(json.dumps(hf_config(model, eos_token_id), indent=2) + "\n")
-        save_file(hf_state_dict(model), folder / "model.safetensors", metadata={"format": "pt"})
+        tensors = hf_state_dict(model)
+        # its SHA-256 and config.json's recorded beside "format" (which transformers reads), as for our own weights
+        write_safetensors(folder / "model.safetensors", lambda path, metadata: save_file(tensors, path, metadata=metadata),
+                          metadata={"format": "pt"}, config=folder / "config.json")
         if tokenizer is not None:
             tokenizer.save(str(folder / "tokenizer.json"))
             (folder / "tokenizer_config.json").write_text(

@@ -25,10 +25,12 @@ from typing import Any, NamedTuple
 import torch
 import torch.nn.functional as F
 from einops import rearrange
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from featscale.config import Record, non_embedding_params
+from featscale.io import verify_safetensors, write_json, write_safetensors
+from featscale.names import MODEL_RULE
 
 SITES = ("resid_pre", "mlp_out", "resid_post")
 LAYER_NORM_EPS = 1e-5  # GPT-2's value; hf_export writes it into the checkpoint's config
@@ -249,8 +251,18 @@ class GPT(nn.Module):
         return x
 
 
+def save_model(model: GPT, weights: str | Path, config: str | Path, record: Mapping[str, Any]) -> None:
+    """Write config.json (`record`: the architecture under "model", and what else the trainer records),
+    then the weights, whose safetensors metadata records their SHA-256 and config.json's."""
+    write_json(config, dict(record))
+    state = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
+    write_safetensors(weights, lambda path, metadata: save_file(state, str(path), metadata=metadata), config=config)
+
+
 def load_model(weights: str | Path, config: str | Path) -> GPT:
-    """A trained model from its safetensors weights and its config.json (featscale.models.train writes both)."""
+    """A trained model from its safetensors weights and its config.json (save_model writes both), both
+    checked against the SHA-256s the weights record."""
+    verify_safetensors(weights, MODEL_RULE, config=config)
     model = GPT(GPTConfig.from_dict(json.loads(Path(config).read_text())["model"]))
     model.load_state_dict(load_file(str(weights)))
     return model

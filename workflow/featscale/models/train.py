@@ -19,17 +19,16 @@ from typing import Any
 
 import numpy as np
 import torch
-import zarr
-from safetensors.torch import save_file
 from tqdm import tqdm
 
 from featscale.config import ModelSettings, TrainingSettings
 from featscale.data.sampler import BatchSampler, heldout_windows
+from featscale.data.token_store import open_split, token_attrs
 from featscale.execution.checkpoints import Checkpoints
 from featscale.execution.devices import autocast, pick_device
 from featscale.execution.jobs import Stopped, StopRequested
-from featscale.io import write_atomically, write_csv, write_json
-from featscale.models.gpt import GPT, GPTConfig
+from featscale.io import write_csv, write_json
+from featscale.models.gpt import GPT, GPTConfig, save_model
 from featscale.models.loss import mean_loss
 from featscale.seeds import derive_seed
 
@@ -67,14 +66,14 @@ def train_model(
     """
     stop = StopRequested()
     device = pick_device(training.device)
-    group = zarr.open_group(str(store), mode="r")
+    attrs = token_attrs(store)
     settings = {
         "model": model_config.to_dict(),
         "training": training.to_dict(),
         "run_seed": run_seed,
         "model_seed": model_seed,
         # the data, by identity: same tokenizer and same splits means same tokens
-        "tokens": {key: group.attrs[key] for key in ("tokenizer_sha256", "tokens", "seed")},
+        "tokens": {key: attrs[key] for key in ("tokenizer_sha256", "tokens", "seed")},
     }
     checkpoints = Checkpoints(checkpoint_root, settings)
 
@@ -82,8 +81,8 @@ def train_model(
     batch_size = training.batch_tokens // context
     micro_batch = training.micro_batch
     steps = training.tokens // training.batch_tokens
-    sampler = BatchSampler(group["train"], context, batch_size, seed=run_seed)
-    val_windows = heldout_windows(group["val"], training.eval_tokens, context)
+    sampler = BatchSampler(open_split(store, "train"), context, batch_size, seed=run_seed)
+    val_windows = heldout_windows(open_split(store, "val"), training.eval_tokens, context)
 
     torch.manual_seed(derive_seed(run_seed, "model_init", model_seed))
     model = GPT(model_config).to(device)
@@ -155,7 +154,7 @@ def train_model(
             save_checkpoint()
     progress.close()
 
-    final_windows = heldout_windows(group["val"], evaluation_tokens, context)
+    final_windows = heldout_windows(open_split(store, "val"), evaluation_tokens, context)
     summary = {
         "val_loss": mean_loss(model, final_windows, micro_batch, device),
         "val_tokens": int(final_windows[:, 1:].size),
@@ -186,7 +185,7 @@ def run_train_model(
 ) -> dict[str, Any]:
     """Rule train_model: the model of `width` (and seed `model_seed`) of the family `models`, its
     vocabulary that of the token store."""
-    vocab_size = zarr.open_group(str(tokens), mode="r").attrs["vocab_size"]
+    vocab_size = token_attrs(tokens)["vocab_size"]
     architecture = GPTConfig(vocab_size=vocab_size, context=models.context, width=width, n_layers=models.n_layers,
                              head_size=models.head_size)
     return train_model(architecture, training, tokens, outputs, run_seed=run_seed, model_seed=model_seed,
@@ -229,12 +228,10 @@ def _write_outputs(
     outputs: Mapping[str, str | Path],
 ) -> None:
     """Each output under a temporary name, then renamed: a half-written file never appears."""
-    state = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
-    write_atomically(outputs["weights"], lambda p: save_file(state, str(p)))
     config = settings | {
         "n_heads": model_config.n_heads,
         "non_embedding_params": model_config.non_embedding_params,
     }
-    write_json(outputs["config"], config)
+    save_model(model, outputs["weights"], outputs["config"], config)
     write_csv(outputs["metrics"], rows, METRICS)
     write_json(outputs["final"], summary)

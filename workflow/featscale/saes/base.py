@@ -39,9 +39,9 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from featscale.config import Record
-from featscale.io import write_atomically, write_json
+from featscale.io import verify_safetensors, write_json, write_safetensors
 from featscale.models.gpt import GPT, load_model
-from featscale.names import SAE_CONFIG_FILENAME, SAE_WEIGHTS_FILENAME
+from featscale.names import SAE_CONFIG_FILENAME, SAE_RULE, SAE_WEIGHTS_FILENAME
 
 ARCHITECTURES = ("gated", "relu", "topk")
 DECODER_INITS = ("unit_normal", "positive_uniform")
@@ -439,18 +439,22 @@ class SparseAutoencoder(nn.Module, ABC):
         }
 
     def save(self, folder: str | Path) -> Path:
-        """Write sae_weights.safetensors and cfg.json into `folder` (made if missing), each atomically."""
+        """Write cfg.json, then sae_weights.safetensors, into `folder` (made if missing), each atomically; the
+        weights' metadata records their SHA-256 and cfg.json's, which `load` checks."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         tensors = {name: t.detach().cpu() for name, t in self._saelens_tensors().items()}
-        write_atomically(folder / WEIGHTS_FILENAME, lambda path: save_file(tensors, str(path)))
         write_json(folder / CONFIG_FILENAME, self._saelens_config())
+        write_safetensors(folder / WEIGHTS_FILENAME, lambda path, metadata: save_file(tensors, str(path), metadata=metadata),
+                          config=folder / CONFIG_FILENAME)
         return folder
 
     @classmethod
     def load(cls, folder: str | Path, device: torch.device | str = "cpu") -> SparseAutoencoder:
-        """The SAE saved in `folder`, as the subclass its config names, in scaled units again."""
+        """The SAE saved in `folder`, as the subclass its config names, in scaled units again; its two files
+        are checked against the SHA-256s the weights record."""
         folder = Path(folder)
+        verify_safetensors(folder / WEIGHTS_FILENAME, SAE_RULE, config=folder / CONFIG_FILENAME)
         saved = json.loads((folder / CONFIG_FILENAME).read_text())
         if "featscale" not in saved:
             raise ValueError(

@@ -29,7 +29,7 @@ from featscale.data.sampler import heldout_windows
 from featscale.data.token_store import open_split
 from featscale.execution.devices import autocast, pick_device
 from featscale.features.store import open_features, tokens_sha256
-from featscale.io import write_frame
+from featscale.io import recorded_sha256, write_frame
 from featscale.models.gpt import GPT
 from featscale.models.loss import mean_activation
 from featscale.saes.base import SparseAutoencoder, load_model_and_sae
@@ -97,6 +97,7 @@ def run_feature_budget(
     firing counts rank the latents)."""
     gpt, autoencoder = load_model_and_sae(inputs)
     store = open_features(inputs["features"])
+    store.check_made_with(inputs["sae_weights"], recorded_sha256(inputs["sae_weights"]))
     variants = budget_variants(store.stat("importance"), store.stat("count"), budget, run_seed)
     windows = heldout_windows(open_split(inputs["tokens"], "val"), budget.tokens, gpt.config.context)
     per_window = feature_budget(gpt, autoencoder, windows, variants, spec.reading(), batch_size=batch_size,

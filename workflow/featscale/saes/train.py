@@ -18,11 +18,11 @@ from typing import Any
 
 import numpy as np
 import torch
-import zarr
 from tqdm import tqdm
 
 from featscale.config import SAESpec
 from featscale.data.sampler import BatchSampler
+from featscale.data.token_store import TokenSplit, open_split
 from featscale.execution.checkpoints import Checkpoints
 from featscale.execution.devices import autocast, pick_device
 from featscale.execution.jobs import Stopped, StopRequested
@@ -108,7 +108,7 @@ def schedule(step: int, steps: int, spec: SAESpec, d_in: int | None = None) -> t
 class ActivationBuffer:
     """Shuffled activations of many sequences; buffer `index` is the same on every run."""
 
-    def __init__(self, model: GPT, tokens: zarr.Array, spec: SAESpec, run_seed: int, device: torch.device):
+    def __init__(self, model: GPT, tokens: TokenSplit | np.ndarray, spec: SAESpec, run_seed: int, device: torch.device):
         context = model.config.context
         self.model, self.spec, self.device = model, spec, device
         self.layer, self.site = spec.layer, spec.site
@@ -156,12 +156,11 @@ def train_sae(
     gpt = load_model(inputs["model_weights"], inputs["model_config"]).to(device).eval()
     for parameter in gpt.parameters():
         parameter.requires_grad_(False)
-    group = zarr.open_group(str(inputs["tokens"]), mode="r")
     settings = {"spec": spec.to_dict(), "hook": hook, "run_seed": run_seed,
                 "model_sha256": file_sha256(inputs["model_weights"])}
     checkpoints = Checkpoints(checkpoints, settings)
 
-    buffer = ActivationBuffer(gpt, group["train"], spec, run_seed, device)
+    buffer = ActivationBuffer(gpt, open_split(inputs["tokens"], "train"), spec, run_seed, device)
     batch = spec.batch_tokens
     batches_per_buffer = buffer.tokens_per_buffer // batch
     steps = spec.tokens // batch
