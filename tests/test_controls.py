@@ -17,6 +17,7 @@ from conftest import CONFIGS, load_merged, settings_of, snakemake, tiny
 from featscale.analysis.correlation import correlate, open_correlations
 from featscale.analysis.statistics import pearson_r
 from featscale.analysis.tables import control_table, pair_r_table, pair_table, sae_seed_points, universality_points
+from featscale.analysis.verdicts import importance_claim
 from featscale.features.encode import FeatureWriter
 from featscale.features.store import tokens_sha256
 from featscale.models.gpt import GPT, GPTConfig
@@ -179,6 +180,21 @@ def test_untrained_models_stay_out_of_the_study_and_stand_in_the_control_table(c
     assert 0.5 <= control.loc[("w8", "w16"), "fraction_above_untrained"] <= 0.6
     assert control.loc[("w8", "w16"), "untrained_mean"] < control.loc[("w8", "w16"), "real_mean"]
     assert np.isnan(control["fraction_above_null"]).all()  # the shifted null did not run
+
+
+def test_a_pair_whose_latents_are_all_collapsed_has_no_statistics_and_its_verdict_cannot_pass(control_stores):
+    features, correlations, _, _, masks = control_stores
+    every_latent_collapsed = {**masks, "w16": np.ones(50, dtype=bool)}
+    points = universality_points(features, correlations, every_latent_collapsed, 3)
+    analysis = tiny("analysis", talk_compatible=True, bootstrap_resamples=20, bootstrap_fit_resamples=0, confidence=0.9)
+    pairs = pair_table(points, analysis, seed=0).set_index(["source", "target", "mask"])
+    assert pairs.loc[("w16", "w8", "masked"), "n"] == 0 and np.isnan(pairs.loc[("w16", "w8", "masked"), "pearson_r"])
+    assert pairs.loc[("w16", "w8", "all"), "n"] == 50 and np.isfinite(pairs.loc[("w16", "w8", "all"), "pearson_r"])
+    assert np.isfinite(pairs.loc[("w8", "w16", "masked"), "spearman_rho_low"])
+    table = pair_r_table(pairs.reset_index(), "masked")
+    assert np.isnan(table.value.loc["w16", "w8"]) and np.isfinite(table.value.loc["w8", "w16"])
+    verdict = importance_claim(pairs.reset_index(), tiny("verdicts", min_rank_correlation=-1.0, min_partial_r=-1.0))
+    assert verdict.verdict != "reproduced" and "w16 → w8 (n = 0)" in verdict.detail, verdict
 
 
 @pytest.fixture(scope="module")

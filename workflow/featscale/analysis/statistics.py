@@ -34,6 +34,10 @@ def pearson_r(x: np.ndarray, y: np.ndarray) -> float:
     return float(x @ y) / denominator if denominator > 0 else math.nan
 
 
+# The fewest latents a pair (and mask) needs for its statistics: r of two points is ±1 by construction.
+MIN_POINTS = 3
+
+
 def pair_statistics(
     importance: np.ndarray, max_similarity: np.ndarray, firing_frequency: np.ndarray
 ) -> PairStatistics:

@@ -25,7 +25,7 @@ from scipy import stats
 from featscale.analysis.correlation import R_TOLERANCE, counted_latents, open_correlations
 from featscale.analysis.fits import bootstrap_talk_compatible, bootstrap_talk_curve, fit_talk_compatible, fit_talk_curve
 from featscale.analysis.scaling import scaling_fits_json, scaling_table
-from featscale.analysis.statistics import Interval, bootstrap_intervals, pair_statistics, pearson_r
+from featscale.analysis.statistics import MIN_POINTS, Interval, bootstrap_intervals, pair_statistics, pearson_r
 from featscale.analysis.universality import collapsed_latents, r_table, relative_importance
 from featscale.config import AnalysisSettings, ControlSettings
 from featscale.features.store import open_features
@@ -234,6 +234,11 @@ def pair_table(points: pd.DataFrame, analysis: AnalysisSettings, seed: int) -> p
     for (source, target), group in points.groupby(["source", "target"], sort=False):
         for mask in MASKS:
             chosen = group if mask == "all" else group[~group["collapsed"]]
+            if len(chosen) < MIN_POINTS:  # e.g. every counted latent in a collapsed cluster
+                log.warning("%s -> %s (%s): %d latents, fewer than %d: no statistics", source, target, mask,
+                            len(chosen), MIN_POINTS)
+                rows.append({"source": source, "target": target, "mask": mask, "n": len(chosen)})
+                continue
             x = chosen["relative_importance"].to_numpy()
             y = chosen["max_similarity"].to_numpy()
             statistics = pair_statistics(x, y, chosen["frequency"].to_numpy())
@@ -280,9 +285,7 @@ def pair_table(points: pd.DataFrame, analysis: AnalysisSettings, seed: int) -> p
             rows.append(row)
             log.info("%s -> %s (%s): n %d, r %.4f, b %.3g, c %.3g", source, target, mask, statistics.n,
                      statistics.pearson_r, talk.b, talk.c)
-    return pd.DataFrame(rows)
-
-
+    return pd.DataFrame(rows)  # a pair with too few latents: NaN in every column but n
 
 
 def robust_variants(x: np.ndarray, y: np.ndarray, frequency: np.ndarray) -> dict[str, float]:

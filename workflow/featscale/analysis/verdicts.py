@@ -24,7 +24,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from featscale.analysis.statistics import pearson_r
+from featscale.analysis.statistics import MIN_POINTS, pearson_r
 from featscale.analysis.talk import TALK_R_AUTHORS, TALK_R_PRINTED, width_ranks
 from featscale.config import VerdictSettings
 from featscale.io import write_frame
@@ -89,8 +89,10 @@ def importance_claim(pairs: pd.DataFrame, settings: VerdictSettings) -> Verdict:
     columns = ("spearman_rho_low", "partial_r_given_log_frequency_low")
     if chosen.empty or not all(column in chosen for column in columns):
         return Verdict("(a)", statement, criterion, "no intervals (analysis.bootstrap_resamples is 0)", INCONCLUSIVE)
-    sides, failed = [], []
+    sides, failed, empty = [], [], []
     for row in chosen.itertuples():
+        if row.n < MIN_POINTS:
+            empty.append(f"{row.source} → {row.target} (n = {row.n})")
         parts = (side(row.spearman_rho_low, row.spearman_rho_high, settings.min_rank_correlation),
                  side(row.partial_r_given_log_frequency_low, row.partial_r_given_log_frequency_high,
                       settings.min_partial_r))
@@ -100,7 +102,10 @@ def importance_claim(pairs: pd.DataFrame, settings: VerdictSettings) -> Verdict:
     rho, partial = chosen["spearman_rho"], chosen["partial_r_given_log_frequency"]
     measured = (f"ρ {rho.min():.3f} to {rho.max():.3f}, partial r {partial.min():.3f} to {partial.max():.3f} "
                 f"over {len(chosen)} pairs; {sum(part == PASS for part in sides)} of {len(sides)} tests pass")
-    detail = f"below the threshold: {', '.join(failed)}" if failed else ""
+    detail = "; ".join(
+        ([f"below the threshold: {', '.join(failed)}"] if failed else [])
+        + ([f"too few latents outside collapsed clusters: {', '.join(empty)}"] if empty else [])
+    )
     return Verdict("(a)", statement, criterion, measured, combine(sides), detail)
 
 
