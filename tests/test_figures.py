@@ -108,6 +108,17 @@ def test_grid_draws_the_fitted_curve_and_no_curve_where_the_fit_failed():
     plt.close(grid.figure)
 
 
+def test_grid_draws_an_empty_panel_for_a_pair_the_mask_leaves_without_latents():
+    pairs, fits = grid_inputs(failed=("w256", "w96"))
+    pairs["w256", "w96"] = pairs["w256", "w96"].iloc[:0]  # every latent of the pair in a collapsed cluster
+    fits.loc[(fits.source == "w256") & (fits.target == "w96"), "pearson_r"] = np.nan
+    grid = figures.build_universality_grid(pairs, fits)
+    ax = grid.axes[grid.models.index("w256"), grid.models.index("w96")]
+    assert "r = n/a, fit failed" in ax.get_title() and not [line for line in ax.get_lines() if line.get_label() == "fit"]
+    assert all(len(collection.get_offsets()) == 0 for collection in ax.collections)
+    plt.close(grid.figure)
+
+
 def test_grid_labels_only_the_outer_visible_panels_and_keeps_the_talks_y_range():
     pairs, fits = grid_inputs()
     grid = figures.build_universality_grid(pairs, fits)

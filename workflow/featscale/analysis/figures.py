@@ -771,7 +771,9 @@ def run_figures(inputs: Mapping[str, Any], outputs: Mapping[str, str | Path]) ->
     replicates = [(row.source, row.target) for row in controls.itertuples() if row.same_width_replicate]
     for mask, name in (("all", "grid"), ("masked", "grid_masked")):
         chosen = points if mask == "all" else points[~points["collapsed"]]
-        panels = {key: group for key, group in chosen.groupby(["source", "target"])}
+        # every ordered pair gets its panel, an empty one where the mask leaves no latent
+        panels = {(row.source, row.target): chosen[(chosen.source == row.source) & (chosen.target == row.target)]
+                  for row in points[["source", "target"]].drop_duplicates().itertuples()}
         universality_grid(panels, pairs[pairs["mask"] == mask], outputs[name], replicate_pairs=replicates,
                           reference_lines=ceilings)
     write_atomically(outputs["nulls"], lambda folder: _null_figures(points, ceilings, folder))
