@@ -1,0 +1,119 @@
+"""A planted family: its features, who holds them, and the activations its models read."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from conftest import tiny
+from featscale.planted import plant_family, read_truth, window_keys, write_truth
+
+WIDTHS = (16, 32, 64)
+MODELS = ["w16", "w32", "w64"]
+
+
+def planted(**changes):
+    defaults = {"features": 256, "held": (48, 96, 160), "sharing_strength": 0.8, "noise": 0.02}
+    return tiny("planted", **defaults | changes)
+
+
+def family(models=MODELS, run_seed=0, **changes):
+    return plant_family(planted(**changes), WIDTHS, models, context=32, run_seed=run_seed)
+
+
+def windows(n=64, seed=0, length=32):
+    return np.random.default_rng(seed).integers(0, 512, size=(n, length))
+
+
+def test_the_same_settings_and_seed_give_the_same_family_and_activations():
+    a, b = family(), family()
+    for name in ("frequency", "importance", "held"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+    for model in MODELS:
+        np.testing.assert_array_equal(a.directions[model], b.directions[model])
+        np.testing.assert_array_equal(a.activations(model, windows()), b.activations(model, windows()))
+    other = family(run_seed=1)
+    assert not np.array_equal(a.held, other.held)
+    assert not np.array_equal(a.latent_activations(windows()), other.latent_activations(windows()))
+
+
+def test_a_model_does_not_change_when_others_join_the_family():
+    alone, together = family(["w32"]), family(MODELS)
+    np.testing.assert_array_equal(alone.holds("w32"), together.holds("w32"))
+    np.testing.assert_array_equal(alone.directions["w32"], together.directions["w32"])
+
+
+def test_each_width_holds_its_count_in_superposition_with_unit_directions():
+    planted_family = family()
+    for model, width, count in zip(MODELS, WIDTHS, (48, 96, 160)):
+        holds = planted_family.holds(model)
+        assert holds.sum() == count > width  # more features than dimensions: superposition
+        norms = np.linalg.norm(planted_family.directions[model], axis=1)
+        np.testing.assert_allclose(norms[holds], 1.0, atol=1e-6)
+        assert (norms[~holds] == 0).all()
+
+
+def test_firing_probabilities_follow_the_power_law_and_magnitudes_the_importance():
+    planted_family = family(max_frequency=0.2, frequency_exponent=0.5, magnitude_spread=0.5)
+    np.testing.assert_allclose(np.sort(planted_family.frequency)[::-1], 0.2 * np.arange(1, 257) ** -0.5)
+    latents = planted_family.latent_activations(windows(n=400)).reshape(-1, 256)  # 12,800 tokens
+    fired = latents > 0
+    expected = planted_family.frequency
+    # each feature's count within 5 binomial standard deviations of n·p
+    n = len(latents)
+    assert (np.abs(fired.sum(0) - n * expected) < 5 * np.sqrt(n * expected * (1 - expected)) + 1).all()
+    ratio = latents / planted_family.importance
+    assert ratio[fired].min() >= 0.5 - 1e-6 and ratio[fired].max() <= 1.5 + 1e-6
+    assert ratio[fired].mean() == pytest.approx(1.0, abs=0.01)
+    # importance and frequency are drawn independently
+    assert abs(stats.spearmanr(planted_family.importance, planted_family.frequency).statistic) < 0.2
+
+
+def test_every_model_reads_the_same_feature_activations_and_its_own_noise():
+    planted_family = family(noise=0.05)
+    ids = windows(n=32)
+    latents = planted_family.latent_activations(ids)  # (B, T, K)
+    for model in MODELS:
+        signal = latents @ planted_family.directions[model]
+        noise = planted_family.activations(model, ids) - signal
+        assert noise.std() == pytest.approx(0.05, rel=0.05) and abs(noise.mean()) < 0.005
+    noise16 = planted_family.activations("w16", ids) - latents @ planted_family.directions["w16"]
+    noise32 = planted_family.activations("w32", ids) - latents @ planted_family.directions["w32"]
+    assert abs(np.corrcoef(noise16[..., 0].ravel(), noise32[..., 0].ravel())[0, 1]) < 0.05  # drawn per model
+    # another window draws afresh; the same window again draws the same
+    assert window_keys(ids[:1]) != window_keys(ids[1:2]) and window_keys(ids[:1]) == window_keys(ids[:1].copy())
+
+
+def shared_rank_correlation(strength: float, features: int = 4000) -> float:
+    """Spearman rho of importance and being held by both w16 and w64, over many features."""
+    planted_family = family(features=features, held=(1000, 1500, 2000), sharing_strength=strength)
+    shared = planted_family.holds("w16") & planted_family.holds("w64")
+    return float(stats.spearmanr(planted_family.importance, shared).statistic)
+
+
+def test_sharing_strength_zero_makes_sharing_independent_of_importance():
+    rho = shared_rank_correlation(0.0)
+    assert abs(rho) < 3 / np.sqrt(4000)  # within three standard errors of 0
+    # ... and each model's holdings are independent of importance too
+    planted_family = family(features=4000, held=(1000, 1500, 2000), sharing_strength=0.0)
+    assert abs(stats.spearmanr(planted_family.importance, planted_family.holds("w32")).statistic) < 3 / np.sqrt(4000)
+
+
+def test_sharing_rises_with_importance_as_strongly_as_the_strength_says():
+    rhos = [shared_rank_correlation(strength) for strength in (0.0, 0.4, 0.8)]
+    assert rhos[0] < rhos[1] - 0.1 and rhos[1] < rhos[2] - 0.1
+    # at strength 1 every model holds the most important features: the narrow one's are in the wide one
+    top = family(sharing_strength=1.0)
+    order = np.argsort(-top.importance)
+    assert set(np.flatnonzero(top.holds("w16"))) == set(order[:48])
+    assert (top.holds("w16") <= top.holds("w64")).all()
+
+
+def test_the_truth_store_gives_back_the_family(tmp_path):
+    planted_family = family()
+    write_truth(tmp_path / "truth.zarr", planted_family)
+    again = read_truth(tmp_path / "truth.zarr")
+    assert again.models == tuple(MODELS) and again.settings == planted_family.settings and again.context == 32
+    np.testing.assert_array_equal(again.held, planted_family.held)
+    np.testing.assert_array_equal(again.activations("w32", windows()), planted_family.activations("w32", windows()))
