@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from scipy import stats
 
 from conftest import tiny
+from featscale.config import Reading
+from featscale.models.source import PlantedSource, load_source
 from featscale.planted import plant_family, read_truth, window_keys, write_truth
 
 WIDTHS = (16, 32, 64)
 MODELS = ["w16", "w32", "w64"]
+READING = Reading(0, "resid_pre", 1, True)  # ignored by a planted source
 
 
 def planted(**changes):
@@ -117,3 +121,15 @@ def test_the_truth_store_gives_back_the_family(tmp_path):
     assert again.models == tuple(MODELS) and again.settings == planted_family.settings and again.context == 32
     np.testing.assert_array_equal(again.held, planted_family.held)
     np.testing.assert_array_equal(again.activations("w32", windows()), planted_family.activations("w32", windows()))
+
+
+def test_a_planted_source_reads_like_a_model_without_a_language_model(tmp_path):
+    write_truth(tmp_path / "truth.zarr", family())
+    source = load_source({"truth": tmp_path / "truth.zarr"}, "w32")
+    assert isinstance(source, PlantedSource) and not source.language_model
+    assert (source.width, source.context) == (32, 32)
+    acts = source.activations(torch.from_numpy(windows(n=4)), READING)
+    assert acts.shape == (4, 32, 32) and acts.dtype == torch.float32
+    assert source.fingerprint != load_source({"truth": tmp_path / "truth.zarr"}, "w16").fingerprint
+    with pytest.raises(ValueError, match="no model 'w128'"):
+        load_source({"truth": tmp_path / "truth.zarr"}, "w128")
