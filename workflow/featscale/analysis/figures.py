@@ -21,6 +21,7 @@ Read top to bottom:
     features_by_width             L0, live latents, ... against width
     scaling_law                   L = (N_c / N)^alpha, clean and spliced
     null_distributions            max similarity of real latents against a null
+    not_measured                  a figure's place when the run could not measure it (no language model)
 """
 
 from __future__ import annotations
@@ -686,7 +687,23 @@ def null_distributions(
     return save_figure(build_null_distributions(real, null, title, ceiling), path)
 
 
+def build_not_measured(title: str, why: str) -> Figure:
+    """A figure's title and, in its place, why this run has nothing to draw."""
+    with _new_figure(figsize=(5.5, 2.0)) as (figure, ax):
+        ax.set_axis_off()
+        ax.set_title(title)
+        ax.text(0.5, 0.5, why, ha="center", va="center", wrap=True, color="0.4", transform=ax.transAxes)
+    return figure
+
+
+def not_measured(path: str | Path, title: str, why: str) -> Path:
+    """Draw `build_not_measured` to `path` (PNG); return the path."""
+    return save_figure(build_not_measured(title, why), path)
+
+
 # --- the rule --------------------------------------------------------------------------------
+
+NO_LOSS = "not measured: a planted family has no language model,\nso no next-token loss"
 
 
 def run_figures(inputs: Mapping[str, str | Path], outputs: Mapping[str, str | Path]) -> None:
@@ -707,7 +724,13 @@ def run_figures(inputs: Mapping[str, str | Path], outputs: Mapping[str, str | Pa
                           reference_lines=ceilings)
     write_atomically(outputs["nulls"], lambda folder: _null_figures(points, ceilings, folder))
     write_atomically(outputs["pairs"], lambda folder: _pair_figures(points, pairs, ceilings, folder))
+    features_by_width(pd.read_csv(inputs["widths"]), outputs["widths"])
     losses = pd.read_csv(inputs["losses"])
+    if losses["clean"].isna().all():  # no language model: no loss, no budget, no scaling law
+        for name, title in (("losses", "Reconstructed losses"), ("budget", "Loss at a fixed number of features"),
+                            ("ablation", "Zero-ablating latents"), ("scaling", "Scaling law: L = (N_c / N)^α")):
+            not_measured(outputs[name], title, NO_LOSS)
+        return
     reconstructed_losses(losses, outputs["losses"])
     budget = pd.read_csv(inputs["budget"])
     keep = budget[budget["kind"] == "keep"].copy()
@@ -716,7 +739,6 @@ def run_figures(inputs: Mapping[str, str | Path], outputs: Mapping[str, str | Pa
     keep["clean_loss"] = keep["model"].map(baselines["clean"])
     feature_budget_curves(keep, outputs["budget"])
     ablation_curves(budget[budget["kind"].isin(ABLATION_KINDS)], outputs["ablation"])
-    features_by_width(pd.read_csv(inputs["widths"]), outputs["widths"])
     fits = scaling_fits_from_json(json.loads(Path(inputs["scaling_fits"]).read_text()))
     scaling_law(pd.read_csv(inputs["scaling"]), fits, outputs["scaling"])
 
