@@ -262,6 +262,7 @@ AnalysisSettings = section("analysis", "The study's statistics, fits and collaps
 BudgetSettings = section("feature_budget", "Losses when the spliced SAE may use only some of its latents.")
 ControlSettings = section("controls", "The nulls and ceilings that place each pair's universality.")
 VerdictSettings = section("verdicts", "The criteria that decide whether this run reproduces each claim of the talk.")
+TruthSettings = section("truth", "How a planted family's measurement is scored against its truth.")
 
 
 class Settings(section("", "The whole validated config.", data=DataSettings, tokenizer=TokenizerSettings,
@@ -269,7 +270,7 @@ class Settings(section("", "The whole validated config.", data=DataSettings, tok
                        saes=dict[str, SAESpec],
                        evaluation=EvaluationSettings, features=FeatureSettings, correlation=CorrelationSettings,
                        analysis=AnalysisSettings, feature_budget=BudgetSettings, controls=ControlSettings,
-                       verdicts=VerdictSettings)):
+                       truth=TruthSettings, verdicts=VerdictSettings)):
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> Settings:
         """From the config that the schema validated (and filled with defaults): `saes` holds the

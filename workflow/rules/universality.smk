@@ -42,7 +42,7 @@ rule universality:
 rule width_summary:
     input:
         evaluations=lambda wildcards: expand(rules.evaluate_sae.output[0], model=MODELS, sae=wildcards.sae),
-        budgets=lambda wildcards: expand(rules.feature_budget.output.table, model=MODELS, sae=wildcards.sae),
+        budgets=lambda wildcards: budget_paths(wildcards.sae),
         census=rules.universality.output.census,
     output:
         losses=analysis_path("losses.csv"),
@@ -138,7 +138,7 @@ rule verdicts:
         pairs=rules.universality.output.pairs,
         points=rules.universality.output.points,
         controls=rules.universality.output.controls,
-        budget_windows=lambda wildcards: expand(rules.feature_budget.output.windows, model=MODELS, sae=wildcards.sae),
+        budget_windows=lambda wildcards: budget_paths(wildcards.sae, "windows"),
         matched_widths=lambda wildcards: matched_widths(wildcards.sae),
     output:
         verdicts=analysis_path("verdicts.csv"),
@@ -162,6 +162,7 @@ rule verdicts:
 
 rule study_report:
     input:
+        unpack(truth_tables),  # a planted family's measurement scored against its truth
         pairs=expand(rules.universality.output.pairs, sae=SAES),
         census=expand(rules.universality.output.census, sae=SAES),
         controls=expand(rules.universality.output.controls, sae=SAES),
