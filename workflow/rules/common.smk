@@ -120,8 +120,9 @@ def train_sae_runtime(wildcards):
 
 
 def model_inputs(wildcards):
-    """What a rule reads of model {model}: a trained GPT's weights and config, or, in a planted run,
-    the family's truth store (featscale.models.source.load_source tells them apart by name)."""
+    """The inputs that stand for model {model} where it is read: a trained GPT's weights and config,
+    or, in a planted run, the family's truth store (featscale.models.source.load_source tells them
+    apart by name)."""
     if PLANTED:
         return {"truth": TRUTH}
     return {"model_weights": expand(rules.train_model.output.weights, model=wildcards.model)[0],
