@@ -8,6 +8,7 @@ import torch
 from scipy import stats
 
 from conftest import tiny
+from featscale.analysis import truth
 from featscale.config import Reading
 from featscale.models.source import PlantedSource, load_source
 from featscale.planted import plant_family, read_truth, window_keys, write_truth
@@ -133,3 +134,32 @@ def test_a_planted_source_reads_like_a_model_without_a_language_model(tmp_path):
     assert source.fingerprint != load_source({"truth": tmp_path / "truth.zarr"}, "w16").fingerprint
     with pytest.raises(ValueError, match="no model 'w128'"):
         load_source({"truth": tmp_path / "truth.zarr"}, "w128")
+
+
+# --- scoring a measurement against the truth (featscale.analysis.truth) --------------------------
+
+
+def test_auc_is_the_chance_a_shared_latent_scores_above_one_not_shared():
+    assert truth.auc(np.array([0.9, 0.8]), np.array([0.1, 0.2])) == 1.0
+    assert truth.auc(np.array([0.1]), np.array([0.9, 0.8])) == 0.0
+    assert truth.auc(np.array([0.5, 0.5]), np.array([0.5])) == 0.5  # ties count half
+    assert np.isnan(truth.auc(np.array([0.5]), np.array([])))
+
+
+def test_an_sae_whose_decoder_is_the_planted_directions_recovers_every_feature():
+    planted_family = family()
+    decoders = {model: planted_family.directions[model][planted_family.holds(model)] for model in MODELS}
+    recovery = truth.recovery_table(planted_family, decoders, threshold=0.9)
+    assert recovery["recovered"].all() and list(recovery.groupby("model", sort=False).size()) == [48, 96, 160]
+    np.testing.assert_allclose(recovery["best_cosine"], 1.0, atol=1e-6)
+    feature, cosine = truth.latent_features(decoders["w32"], planted_family, "w32")
+    np.testing.assert_array_equal(feature, np.flatnonzero(planted_family.holds("w32")))
+
+
+def test_verdict_a_is_right_when_it_finds_what_was_planted_and_nothing_else():
+    assert truth.assess(0.9, "reproduced") == "right" and truth.assess(0.0, "not reproduced") == "right"
+    assert truth.assess(0.0, "reproduced").startswith("wrong") and truth.assess(0.9, "not reproduced").startswith("wrong")
+    assert truth.assess(0.0, "inconclusive").startswith("right") and truth.assess(0.9, "inconclusive").startswith("incon")
+    # a target holding all (or none) of the source's features has nothing to contrast, whatever was planted
+    assert truth.no_contrast("reproduced").endswith("claims a relation all the same")
+    assert truth.no_contrast("inconclusive").startswith("no contrast")

@@ -161,7 +161,9 @@ def pair_scores(
         last["criterion"] = combine([
             side(last["spearman_rho_low"], last["spearman_rho_high"], verdicts.min_rank_correlation),
             side(last["partial_r_low"], last["partial_r_high"], verdicts.min_partial_r)])
-        last["against_truth"] = assess(strength, last["criterion"])
+        # a pair whose target holds every (or none) of the source's features cannot show the relation
+        contrast = 0 < last["planted_share_shared"] < 1
+        last["against_truth"] = assess(strength, last["criterion"]) if contrast else no_contrast(last["criterion"])
     return pd.DataFrame(rows)
 
 
@@ -206,6 +208,13 @@ def assess(strength: float, verdict: str) -> str:
     if verdict == INCONCLUSIVE:
         return "inconclusive: it misses the planted relation" if planted else "right: it claims no relation"
     raise ValueError(f"unknown verdict {verdict!r}")
+
+
+def no_contrast(verdict: str) -> str:
+    """The truth of a pair whose target holds every (or none) of the source's features: sharing cannot
+    rise with importance there, whatever was planted."""
+    claim = "; it claims a relation all the same" if verdict == REPRODUCED else ""
+    return f"no contrast: the target holds all or none of the source's features{claim}"
 
 
 def summary(family: PlantedFamily, tables: Mapping[str, pd.DataFrame], verdicts: pd.DataFrame,
