@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from scipy import stats
 
-from conftest import tiny
+from conftest import CONFIGS, load_merged, settings_of, tiny
 from featscale.analysis import truth
 from featscale.config import Reading
 from featscale.models.source import PlantedSource, load_source
@@ -163,3 +167,87 @@ def test_verdict_a_is_right_when_it_finds_what_was_planted_and_nothing_else():
     # a target holding all (or none) of the source's features has nothing to contrast, whatever was planted
     assert truth.no_contrast("reproduced").endswith("claims a relation all the same")
     assert truth.no_contrast("inconclusive").startswith("no contrast")
+
+
+# --- the shipped planted configs, run end to end -----------------------------------------------
+
+
+def test_the_null_config_is_the_positive_one_but_for_its_name_and_sharing_strength():
+    positive, null = (load_merged(name) for name in ("planted-positive", "planted-null"))
+    assert positive["planted"]["sharing_strength"] > 0 and null["planted"]["sharing_strength"] == 0
+    for config in (positive, null):
+        del config["run"], config["planted"]["sharing_strength"]
+    assert positive == null
+
+
+
+def summary_of(results: Path) -> dict:
+    return json.loads((results / "analysis" / "main" / "truth_summary.json").read_text())
+
+
+@pytest.mark.slow
+def test_the_truth_store_holds_the_family_the_config_plants(planted_positive):
+    settings = settings_of("planted-positive")
+    truth = read_truth(planted_positive / "planted" / "truth.zarr")
+    assert truth.models == ("w16", "w32", "w64") and truth.settings == settings.planted and truth.context == 32
+    planted = settings.planted
+    assert list(truth.held.sum(axis=1)) == list(planted.held)
+    ranks = np.arange(1, planted.features + 1)
+    np.testing.assert_allclose(np.sort(truth.frequency)[::-1], planted.max_frequency * ranks ** -planted.frequency_exponent)
+    low, high = planted.importance_range
+    assert truth.importance.min() >= low and truth.importance.max() <= high
+    for model, width in zip(truth.models, (16, 32, 64)):
+        directions = truth.directions[model]
+        assert directions.shape == (planted.features, width)
+        np.testing.assert_allclose(np.linalg.norm(directions[truth.holds(model)], axis=1), 1.0, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_on_the_positive_family_the_chain_finds_the_features_and_the_report_the_relation(planted_positive):
+    summary = summary_of(planted_positive)
+    assert all(share >= 0.8 for share in summary["recovered_share"].values()), summary["recovered_share"]
+    assert summary["auc_min"] >= 0.95, summary["auc"]  # universality tells shared features from the others
+    assert summary["planted_rho"][0] > 0.3  # what was planted: every pair's sharing rises with importance
+    assert summary["verdict"] == "reproduced" and summary["assessment"] == "right"
+    assert set(summary["pairs_against_truth"].values()) == {"right"}  # every pair has a planted relation, found
+    verdicts = pd.read_csv(planted_positive / "analysis" / "main" / "verdicts.csv").set_index("claim")
+    assert verdicts.loc["(a)", "verdict"] == "reproduced"
+    report = (planted_positive / "report.md").read_text()
+    assert "## Planted features: the measurement against the truth" in report
+    assert "The report's verdict (a): **reproduced**" in report and "**right**" in report
+
+
+@pytest.mark.slow
+def test_on_the_null_family_the_report_does_not_find_the_relation(planted_null):
+    summary = summary_of(planted_null)
+    assert summary["sharing_strength"] == 0 and abs(summary["planted_rho"][0]) < 0.3 > abs(summary["planted_rho"][1])
+    assert all(share >= 0.7 for share in summary["recovered_share"].values()), summary["recovered_share"]
+    assert summary["auc_min"] >= 0.95, summary["auc"]
+    assert summary["verdict"] != "reproduced" and summary["assessment"].startswith("right")
+    # some pair's interval reaches below the claim's threshold
+    pairs = pd.read_csv(planted_null / "analysis" / "main" / "pairs.csv")
+    masked = pairs[pairs["mask"] == "masked"]
+    thresholds = settings_of("planted-null").verdicts
+    assert ((masked["spearman_rho_low"] < thresholds.min_rank_correlation)
+            | (masked["partial_r_given_log_frequency_low"] < thresholds.min_partial_r)).any()
+
+
+@pytest.mark.slow
+def test_a_planted_run_trains_no_language_model_and_says_what_it_cannot_measure(planted_null):
+    benchmarks = {path.relative_to(planted_null / "benchmarks").parts[0] for path in
+                  (planted_null / "benchmarks").rglob("*.tsv")}
+    assert {"plant_family", "train_sae", "evaluate_sae", "encode_features", "correlate", "score_truth"} <= {
+        name.removesuffix(".tsv") for name in benchmarks}
+    assert not {"train_model.tsv", "train_model", "export_hf", "feature_budget"} & benchmarks
+    assert not (planted_null / "models").exists()
+    evaluation = json.loads((planted_null / "saes" / "w32" / "main" / "eval.json").read_text())
+    assert evaluation["language_model"] is False and "ce_sae" not in evaluation and 0 < evaluation["fvu"] < 0.2
+    verdicts = pd.read_csv(planted_null / "analysis" / "main" / "verdicts.csv").set_index("claim")
+    assert verdicts.loc["(c)", "verdict"] == "inconclusive" and "no language model" in verdicts.loc["(c)", "detail"]
+    report = (planted_null / "report.md").read_text()
+    assert "No CE loss or CE-loss score" in report and "No scaling law: a planted family has no language model" in report
+    for figure in ("reconstructed_losses.png", "feature_budget.png", "universality_grid.png"):
+        assert (planted_null / "figures" / "main" / figure).stat().st_size > 1000
+    widths = pd.read_csv(planted_null / "analysis" / "main" / "truth_widths.csv")
+    assert list(widths["planted"]) == list(settings_of("planted-null").planted.held)
+    assert widths["n_for_recovery_mean"].isna().all()
