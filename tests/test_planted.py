@@ -9,11 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 from scipy import stats
 
 from conftest import CONFIGS, load_merged, settings_of, tiny
 from featscale.analysis import truth
-from featscale.config import Reading
+from featscale.config import Reading, check_config
 from featscale.models.source import PlantedSource, load_source
 from featscale.planted import plant_family, read_truth, window_keys, write_truth
 
@@ -179,6 +180,13 @@ def test_the_null_config_is_the_positive_one_but_for_its_name_and_sharing_streng
         del config["run"], config["planted"]["sharing_strength"]
     assert positive == null
 
+
+def test_the_shared_null_layer_changes_only_the_family_size():
+    layer = yaml.safe_load((CONFIGS["planted-null"].parent / "planted-null-shared.yaml").read_text())
+    assert set(layer) == {"run", "planted"} and set(layer["planted"]) == {"features", "held"}
+    config = load_merged("planted-null")
+    config["planted"] |= layer["planted"]
+    check_config(settings_of(config))
 
 
 def summary_of(results: Path) -> dict:
