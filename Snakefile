@@ -4,8 +4,9 @@
 
 import os
 
-# beside this file, wherever the working directory (--directory) is
-configfile: os.path.join(workflow.basedir, "config.yaml")
+# beside this file, wherever the working directory (--directory) is, and also when
+# workflow/Snakefile (the catalog's entry point) includes this file
+configfile: os.path.join(workflow.current_basedir, "config.yaml")
 
 
 include: "workflow/rules/common.smk"
@@ -15,6 +16,7 @@ include: "workflow/rules/saes.smk"
 include: "workflow/rules/features.smk"
 include: "workflow/rules/universality.smk"
 include: "workflow/rules/planted.smk"
+include: "workflow/rules/browser.smk"
 
 
 rule all:
@@ -29,3 +31,4 @@ rule all:
         figures=expand(rules.figures.output.grid, sae=SAES),
         truth=expand(rules.score_truth.output.truth_summary, sae=SAES) if PLANTED else [],
         report=rules.study_report.output[0],
+        browser=expand(rules.feature_browser.output[0], sae=SAES),

@@ -29,12 +29,14 @@ CONFIGS = {
 }
 
 
-def snakemake(*args: str, cwd: Path, check: bool = True, timeout: int = 900) -> subprocess.CompletedProcess:
-    """`snakemake -s <repo>/Snakefile ARGS` in `cwd`, its outputs under cwd/results/.
+def snakemake(*args: str, cwd: Path, check: bool = True, timeout: int = 900,
+              snakefile: Path = REPO / "Snakefile") -> subprocess.CompletedProcess:
+    """`snakemake -s <repo>/Snakefile ARGS` in `cwd`, its outputs under cwd/results/ (`snakefile`:
+    another entry point, such as the catalog's workflow/Snakefile).
 
     Targets go first: --configfile and --config take every word after them.
     """
-    command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), *args]
+    command = [sys.executable, "-m", "snakemake", "-s", str(snakefile), *args]
     done = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout)
     if check and done.returncode != 0:
         raise AssertionError(f"{' '.join(command)} failed:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}")

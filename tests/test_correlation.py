@@ -120,6 +120,45 @@ def test_every_correlation_equals_numpy_corrcoef(pair, tmp_path, workers, block,
     assert attrs["a_counted"] == len(ids_a) and attrs["n_tokens"] == 3000
 
 
+def test_correlation_store_reads_through_xarray_as_a_labelled_matrix(pair, tmp_path):
+    xarray = pytest.importorskip("xarray")
+    root, a, b = pair
+    correlate(root / "a.zarr", root / "b.zarr", tmp_path / "r.zarr", correlation_settings(min_count=3, matrix_dtype="float64"))
+    ds = xarray.open_zarr(tmp_path / "r.zarr", consolidated=False)
+    count_a, count_b = (a > 0).sum(0), (b > 0).sum(0)
+    np.testing.assert_array_equal(ds["a_latent"].values, np.flatnonzero(count_a >= 3))  # coordinates: latent ids
+    np.testing.assert_array_equal(ds["b_latent"].values, np.flatnonzero(count_b >= 3))
+    assert ds["matrix"].dims == ("a_latent", "b_latent") and ds["a_max_similarity"].dims == ("a_latent",)
+    assert ds["b_best_partner"].dims == ("b_latent",) and set(ds.coords) == {"a_latent", "b_latent"}
+    # labelled: select by latent id, not by position
+    r = ds["matrix"].sel(a_latent=50, b_latent=100).item()
+    np.testing.assert_allclose(r, corrcoef_cross(a[:, [50]], b[:, [100]])[0, 0], atol=1e-6)
+    assert ds["a_best_partner"].sel(a_latent=50).item() == 100  # the planted partner
+    np.testing.assert_allclose(ds["matrix"].max("b_latent").values, ds["a_max_similarity"].values)
+    np.testing.assert_array_equal(ds["b_latent"].values[ds["matrix"].argmax("b_latent").values],
+                                  ds["a_best_partner"].values)
+    assert ds.attrs["format"] == "featscale.correlations/2" and ds.attrs["a"] == "w8" and ds.attrs["b"] == "w16"
+
+
+def test_format_1_stores_are_still_read_and_unknown_formats_refused(pair, tmp_path):
+    root, *_ = pair
+    correlate(root / "a.zarr", root / "b.zarr", tmp_path / "r.zarr", correlation_settings(min_count=3))
+    now = open_correlations(tmp_path / "r.zarr")
+    # the same store as format 1 wrote it: the per-latent arrays in subgroups a/ and b/
+    old = zarr.open_group(str(tmp_path / "old.zarr"), mode="w", zarr_format=3)
+    for side in ("a", "b"):
+        for name, values in now.side(side).items():
+            old.require_group(side).create_array(name, data=values)
+    old.create_array("matrix", data=now.group["matrix"][:])
+    old.attrs.update(now.attrs | {"format": "featscale.correlations/1"})
+    for side in ("a", "b"):
+        for name, values in open_correlations(tmp_path / "old.zarr").side(side).items():
+            np.testing.assert_array_equal(values, now.side(side)[name])
+    zarr.open_group(str(tmp_path / "old.zarr"), mode="r+").attrs["format"] = "featscale.correlations/9"
+    with pytest.raises(ValueError, match=r"has format 'featscale.correlations/9'.*featscale.correlations/2.*run its"):
+        open_correlations(tmp_path / "old.zarr")
+
+
 def test_dead_and_rare_latents_are_excluded_never_filled(pair, tmp_path):
     root, a, b = pair
     correlate(root / "a.zarr", root / "b.zarr", tmp_path / "r.zarr", correlation_settings(min_count=1, matrix_dtype="float32"))

@@ -31,7 +31,7 @@ IMPORT_NAMES = {
     "datasets": "datasets", "tokenizers": "tokenizers", "einops": "einops", "safetensors": "safetensors",
     "pytorch": "torch",
 }
-KNOWN = {name for name in IMPORT_NAMES.values() if name} | {"transformers", "sae_lens", "xarray", "snakemake"}
+KNOWN = {name for name in IMPORT_NAMES.values() if name} | {"transformers", "transformer_lens", "sae_lens", "xarray", "snakemake"}
 
 
 def env_imports(env: Path) -> set[str]:

@@ -282,6 +282,20 @@ def null_inputs():
     return pd.DataFrame({"max_similarity": rng.beta(5, 2, 2000)}), rng.beta(2, 5, (3, 2000))
 
 
+def training_inputs():
+    """The models' and SAEs' metrics.csv stacked, as run_figures reads them; w128's SAE last."""
+    models, saes = [], []
+    for model in ("w256", "w128"):
+        for step in range(1, 11):
+            models.append({"model": model, "tokens": 1000 * step, "train_loss": 8 - step / 4,
+                           "val_loss": 8 - step / 4 if step % 5 == 0 else np.nan})
+    for model in ("w256", "w128"):
+        for step in range(5, 45, 5):
+            saes.append({"model": model, "tokens": 400 * step, "mse": 100 / step, "sparsity_loss": 10 / step,
+                         "aux_loss": 1 / step, "l0": 300 / step, "dead_fraction": step / 200})
+    return pd.DataFrame(models), pd.DataFrame(saes)
+
+
 # (build, write, inputs) per figure: every figure goes through the same checks below
 FIGURES = {
     "reconstructed_losses": (figures.build_reconstructed_losses, figures.reconstructed_losses, lambda: (losses_table(),)),
@@ -289,6 +303,7 @@ FIGURES = {
     "ablation_curves": (figures.build_ablation_curves, figures.ablation_curves, lambda: (ablation_table(),)),
     "features_by_width": (figures.build_features_by_width, figures.features_by_width, lambda: (measures_table(),)),
     "scaling_law": (figures.build_scaling_law, figures.scaling_law, scaling_inputs),
+    "training_curves": (figures.build_training_curves, figures.training_curves, training_inputs),
 }
 
 
@@ -317,6 +332,7 @@ MISSING = [
         "ablation_curves": ("model", "percent", "kind", "draw", "loss"),
         "features_by_width": ("model", "width", "l0", "live_latents", "non_collapsed_latents", "n_for_recovery"),
         "scaling_law": ("model", "n_params", "clean_loss", "spliced_loss"),
+        "training_curves": ("model", "tokens", "train_loss", "val_loss"),
     }.items()
     for column in columns
 ]
@@ -431,6 +447,38 @@ def test_scaling_law_draws_the_fitted_lines_with_alpha_in_the_legend():
     plt.close(figure)
     with pytest.raises(ValueError, match="clean and/or spliced"):
         figures.build_scaling_law(points, {"clen": fits["clean"]})
+
+
+def test_training_curves_draw_each_model_and_its_sae_against_tokens_narrowest_first():
+    models, saes = training_inputs()
+    figure = figures.build_training_curves(models, saes)
+    loss, sae_loss, l0, dead = figure.axes
+    # per model a thin train line and a line through the validation points only
+    train, val = loss.lines[0], loss.lines[1]
+    np.testing.assert_array_equal(train.get_xdata(), np.arange(1, 11) * 1000)
+    np.testing.assert_array_equal(val.get_xdata(), [5000, 10000])
+    assert val.get_marker() == "o" and train.get_marker() == "None"
+    assert [text.get_text() for text in loss.get_legend().get_texts()] == ["w128", "w256"]  # by width
+    assert train.get_color() == val.get_color() != loss.lines[2].get_color()
+    first = saes[saes["model"] == "w128"]
+    np.testing.assert_allclose(sae_loss.lines[0].get_ydata(), first["mse"] + first["sparsity_loss"] + first["aux_loss"])
+    np.testing.assert_allclose(l0.lines[0].get_ydata(), first["l0"])
+    np.testing.assert_allclose(dead.lines[1].get_ydata(), saes[saes["model"] == "w256"]["dead_fraction"])
+    assert sae_loss.get_yscale() == l0.get_yscale() == "log" and dead.get_yscale() == "linear"
+    assert all(ax.get_xlabel() == "training tokens" for ax in figure.axes)
+    plt.close(figure)
+    with pytest.raises(ValueError, match="saes has no column 'l0'"):
+        figures.build_training_curves(models, saes.drop(columns="l0"))
+
+
+def test_training_metrics_are_named_by_their_folder(tmp_path):
+    for model in ("w16", "w32"):
+        folder = tmp_path / "saes" / model / "main"
+        folder.mkdir(parents=True)
+        pd.DataFrame({"tokens": [1, 2], "l0": [3.0, 4.0]}).to_csv(folder / "metrics.csv", index=False)
+    paths = sorted((tmp_path / "saes").glob("*/main/metrics.csv"))
+    stacked = figures.stacked_metrics(paths, 2)
+    assert list(stacked["model"]) == ["w16", "w16", "w32", "w32"] and list(stacked["l0"]) == [3.0, 4.0] * 2
 
 
 def test_null_distributions_overlays_real_and_null_with_the_ceiling():

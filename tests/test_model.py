@@ -197,6 +197,13 @@ def test_overfits_a_fixed_batch():
 # --- Hugging Face export ----------------------------------------------------------------
 
 
+def small_tokenizer():
+    """A byte-level BPE of SMALL's vocabulary, end-of-text id 0, as the workflow trains one."""
+    from featscale.data.tokenizer import train_bpe
+
+    return train_bpe(["the cat sat on the mat", "a dog ran in the park", "hello world"] * 20, SMALL.vocab_size)
+
+
 @pytest.mark.parametrize("attn_implementation", ["sdpa", "eager"])
 def test_hf_export_gives_the_same_logits(idx, tmp_path, attn_implementation):
     transformers = pytest.importorskip("transformers")
@@ -209,14 +216,37 @@ def test_hf_export_gives_the_same_logits(idx, tmp_path, attn_implementation):
             p.add_(0.1 * torch.randn_like(p))
     out = tmp_path / "hf"
     export_hf(model, out)
-    export_hf(model, out, eos_token_id=0)  # replaces the folder in place
+    export_hf(model, out, tokenizer=small_tokenizer())  # replaces the folder in place
     assert sorted(p.name for p in tmp_path.iterdir()) == ["hf"]  # no temporary folder left
-    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors", "special_tokens_map.json",
+                                                     "tokenizer.json", "tokenizer_config.json"]
     config = json.loads((out / "config.json").read_text())
     assert config["activation_function"] == "gelu" and config["eos_token_id"] == 0
+    assert config["n_ctx"] == config["n_positions"] == SMALL.context  # TransformerLens reads n_ctx
 
     hf = transformers.GPT2LMHeadModel.from_pretrained(out, attn_implementation=attn_implementation).eval()
     assert hf.lm_head.weight.data_ptr() == hf.transformer.wte.weight.data_ptr()  # tied on load
     with torch.no_grad():
         ours, theirs = model(idx).logits, hf(idx).logits
     assert (ours - theirs).abs().max().item() < 1e-5
+
+
+def test_hf_export_holds_the_runs_tokenizer_and_a_model_card(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    from featscale.models.export import export_hf
+
+    tokenizer = small_tokenizer()
+    final = {"tokens": 12_288, "train_loss": 4.5, "val_loss": 4.75, "val_tokens": 1024}
+    card = {"run": "unit", "corpus": {"source": "synthetic", "synthetic": {"documents": 60}}, "widths": [64, 32],
+            "tokenizer_vocab": tokenizer.get_vocab_size(), "final": final}
+    out = export_hf(GPT(SMALL), tmp_path / "hf", tokenizer=tokenizer, card=card)
+    theirs = transformers.AutoTokenizer.from_pretrained(out)
+    for text in ("hello world", "the cat ran in the park", " Ünïcode, bytes & spaces  "):
+        assert theirs(text)["input_ids"] == tokenizer.encode(text).ids != []
+        assert theirs.decode(theirs(text)["input_ids"]) == text
+    assert theirs.eos_token == theirs.bos_token == "<|endoftext|>" and theirs.eos_token_id == 0
+    assert theirs.model_max_length == SMALL.context
+    readme = (out / "README.md").read_text()
+    for fact in ("`unit`", "width 64", "32, 64", "`synthetic` corpus (documents: 60)", "12,288", "4.7500",
+                 "1,024 held-out tokens", f"{SMALL.non_embedding_params:,}"):
+        assert fact in readme, fact

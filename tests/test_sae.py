@@ -316,6 +316,24 @@ def test_saved_layout_is_saelens(arch, tmp_path):
         assert cfg["k"] == K and cfg["rescale_acts_by_decoder_norm"] is False
 
 
+@pytest.mark.parametrize("first_position", [0, 1])
+def test_saelens_metadata_name_the_model_export_hook_context_positions_and_tokens(first_position, tmp_path):
+    sae_lens = pytest.importorskip("sae_lens")
+    provenance = {"model_path": "results/r/models/width128/hf", "context_size": 512,
+                  "first_position": first_position, "dataset_path": "results/r/data/tokens.zarr"}
+    folder = make_sae(config("gated", provenance=provenance)).save(tmp_path / "sae")
+    metadata = sae_lens.SAE.load_from_disk(folder).cfg.metadata
+    assert metadata.model_name == "results/r/models/width128/hf" and metadata.model_class_name == "HookedTransformer"
+    assert metadata.hook_name == "blocks.6.hook_resid_pre" and metadata.hook_head_index is None
+    assert metadata.context_size == 512 and metadata.prepend_bos is False
+    assert list(metadata.seqpos_slice) == [first_position, None]  # slice(1, None): position 0 left out
+    assert metadata.dataset_path == "results/r/data/tokens.zarr"
+    assert SparseAutoencoder.load(folder).config.provenance == provenance  # read back by featscale too
+    # without provenance (an SAE saved outside the workflow) the model is named as featscale names it
+    bare = json.loads((make_sae(config("relu")).save(tmp_path / "bare") / "cfg.json").read_text())["metadata"]
+    assert bare["model_name"] == "width128" and bare["context_size"] is None and bare["seqpos_slice"] is None
+
+
 @pytest.mark.parametrize("arch", ARCHS)
 def test_saelens_reproduces_codes_and_reconstructions(arch, data, tmp_path):
     sae_lens = pytest.importorskip("sae_lens")

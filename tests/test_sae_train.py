@@ -19,16 +19,22 @@ from featscale.models.gpt import GPT, GPTConfig
 from featscale.models.source import GPTSource
 from featscale.saes.base import SparseAutoencoder
 from featscale.saes.evaluate import evaluate_sae
-from featscale.saes.train import ActivationBuffer, schedule
+from featscale.saes.train import ActivationBuffer, l1_coefficient, schedule
 
+from conftest import settings_of
+
+# The tiny config's own main spec (every key the schema knows, with its defaults) with this file's
+# values: a key added to the schema cannot leave this spec behind.
 SPEC = {
+    **settings_of("tiny").saes["main"].to_dict(),
     "architecture": "gated", "n_latents": 64, "site": "resid_pre", "layer": 1, "l1_coefficient": 0.5, "k": None,
     "aux_k": None, "aux_coefficient": 1 / 32, "gated_aux_trains_decoder": False, "dead_after_tokens": 5000, "seed": 0, "tokens": 512 * 24,
     "batch_tokens": 512, "lr": 3e-3, "betas": [0.9, 0.999], "grad_clip": 1.0, "schedule": "authors", "lr_decay_fraction": 0.2,
     "lr_warmup_fraction": 0.05, "l1_warmup_fraction": 0.05, "bias_init": "geometric_median", "bias_init_tokens": 256,
     "buffer_sequences": 48, "harvest_batch": 16, "train_on_position_0": False, "checkpoint_every_buffers": 1,
     "log_every": 4, "decoder_init": "unit_normal", "decoder_init_norm": 1.0, "model_autocast": True,
-    "fold_decoder_norm": "exact", "features": None,
+    "fold_decoder_norm": "exact", "features": None, "encoder_rescale": None, "l1_reference_width": None,
+    "lr_reference_width": None,
 }
 ARCH = {"vocab_size": 512, "context": 32, "width": 32, "n_layers": 2, "head_size": 8}
 
@@ -84,6 +90,13 @@ def test_schedules_follow_their_definitions():
     assert all(lr == 3e-3 for lr, _ in lrs[:80]) and lrs[90][0] == pytest.approx(3e-3 * 0.5)
     cosine = [schedule(step, 100, SAESpec.from_dict(SPEC | {"schedule": "cosine"}))[0] for step in range(100)]
     assert cosine[0] < cosine[4] and max(cosine) == pytest.approx(3e-3) and cosine[-1] < 1e-4
+
+
+def test_one_l1_coefficient_for_every_width_or_one_scaled_with_the_square_root_of_the_width():
+    spec = SAESpec.from_dict(SPEC)
+    assert l1_coefficient(spec, 32) == l1_coefficient(spec, 128) == 0.5
+    scaled = SAESpec.from_dict(SPEC | {"l1_reference_width": 128})
+    assert l1_coefficient(scaled, 128) == 0.5 and l1_coefficient(scaled, 32) == pytest.approx(0.25)
 
 
 def test_the_buffer_is_the_same_every_time_and_skips_position_0(model_files, tiny_store):

@@ -130,7 +130,8 @@ def test_the_tiny_config_runs_on_slurm_with_a_gpu_for_gpu_rules_only(partition, 
     assert "Provided remote nodes: 100" in log and "Provided resources: gpu" not in log  # GPUs: SLURM's business
     calls = sbatch_calls(log)
     per_model = {"train_model", "export_hf", "train_sae", "evaluate_sae", "encode_features", "feature_budget"}
-    once = {"correlate", "universality", "width_summary", "figures", "study_report"}  # one pair, one SAE spec
+    once = {"correlate", "universality", "width_summary", "verdicts", "figures", "feature_browser",
+            "study_report"}  # one pair, one SAE spec
     assert set(calls) == per_model | once, calls.keys()
     assert not LOCAL_RULES & set(calls)  # the data rules ran on this host
     for rule, rule_calls in calls.items():

@@ -175,3 +175,19 @@ def test_the_talk_comparison_matches_widths_by_rank_and_averages_seeds():
     assert cell["r"] == pytest.approx(0.6) and cell["r_sd"] == pytest.approx(np.std([0.5, 0.7], ddof=1))
     assert cell["seeds"] == 2 and cell["talk_cell"] == "128 → 256" and cell["talk_r_printed"] == 0.7002
     assert table.loc[(96, 128), "talk_r_authors"] == TALK_R_AUTHORS[512, 768]
+
+
+def test_the_report_says_what_the_low_importance_high_similarity_latents_are():
+    from featscale.analysis.report import cluster_findings
+
+    rows = []
+    for latent, (x, y, frequency, ratio) in enumerate([(0.02, 0.95, 0.45, 0.001), (0.05, 0.97, 0.40, 0.002),
+                                                        (0.03, 0.92, 0.01, 1.0), (0.8, 0.95, 0.02, 1.1)]):
+        rows.append({"source": "w64", "target": "w32", "latent": latent, "relative_importance": x, "max_similarity": y,
+                     "best_partner": latent, "frequency": frequency, "decoder_norm_ratio": ratio, "collapsed": False})
+        rows.append({"source": "w32", "target": "w64", "latent": latent, "relative_importance": 0.5, "max_similarity": 0.5,
+                     "best_partner": latent, "frequency": 0.5 if latent < 2 else 0.01, "decoder_norm_ratio": 1.0,
+                     "collapsed": False})
+    (line,) = cluster_findings(pd.DataFrame(rows))
+    assert line.startswith("w64: 3 latents") and "67% of them dense" in line and "67% with a decoder row below" in line
+    assert "dense in 67% of cases" in line

@@ -9,14 +9,50 @@ import pytest
 import yaml
 import zarr
 
-from conftest import CONFIGS, snakemake
+from conftest import CONFIGS, REPO, snakemake
 from featscale.config import SPLITS
 from featscale.data.token_store import FORMAT, open_split
 
+ENTRY_POINTS = ("Snakefile", "workflow/Snakefile")  # the design card's, and the workflow catalog's
 
-def test_lint_has_no_findings(tmp_path):
-    done = snakemake("--lint", cwd=tmp_path)
+
+@pytest.mark.parametrize("entry_point", ENTRY_POINTS)
+def test_lint_has_no_findings(entry_point, tmp_path):
+    done = snakemake("--lint", cwd=tmp_path, snakefile=REPO / entry_point)
     assert "Congratulations, your workflow is in a good condition!" in done.stdout + done.stderr
+
+
+def planned_jobs(dry_run: str) -> list[tuple[str, ...]]:
+    """Every job of a dry run: its rule and its input, output, wildcards, threads and resources lines."""
+    jobs, job = [], None
+    for line in dry_run.splitlines():
+        heading = re.match(r"^(?:local)?rule (\w+):$", line)
+        if heading:
+            job = [heading[1]]
+            jobs.append(job)
+        elif job is not None and re.match(r"^    (input|output|wildcards|threads|resources):", line):
+            job.append(line.strip())
+        elif not line.startswith("    "):
+            job = None
+    return sorted(tuple(job) for job in jobs)
+
+
+def test_the_catalog_entry_point_plans_the_demo_with_the_same_jobs_as_the_top_level(tmp_path):
+    plans = {entry_point: planned_jobs(snakemake("-n", "--configfile", str(CONFIGS["demo"]), cwd=tmp_path,
+                                                 snakefile=REPO / entry_point).stdout)
+             for entry_point in ENTRY_POINTS}
+    assert len(plans["Snakefile"]) > 30 and any(job[0] == "all" for job in plans["Snakefile"])
+    assert plans["workflow/Snakefile"] == plans["Snakefile"]
+
+
+def test_the_catalog_finds_its_files_and_the_license_is_the_package_metadatas():
+    import tomllib
+
+    catalog = yaml.safe_load((REPO / ".snakemake-workflow-catalog.yml").read_text())["usage"]
+    assert catalog["software-stack-deployment"]["conda"] is True and catalog["report"] is True
+    assert (REPO / "config" / "README.md").is_file() and (REPO / "workflow" / "Snakefile").is_file()
+    license_name = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["license"]
+    assert license_name == "MIT" and (REPO / "LICENSE").read_text().startswith("MIT License\n")
 
 
 @pytest.mark.parametrize("name", CONFIGS)
@@ -153,7 +189,8 @@ def check_tiny_study(results):
     assert table.loc["w16", "w32"].startswith(f"{r:.4f}")  # row = source
     report = (results / "report.md").read_text()
     assert "Deviations from the authors' setup" in report and f"{r:.4f}" in report
-    for figure in ("universality_grid.png", "feature_budget.png", "scaling_law.png", "pairs/w32__w16.png"):
+    for figure in ("universality_grid.png", "feature_budget.png", "scaling_law.png", "pairs/w32__w16.png",
+                   "training_curves.png"):
         assert (results / "figures" / "main" / figure).stat().st_size > 1000
 
 
@@ -179,3 +216,22 @@ def test_every_store_writes_exactly_the_attributes_its_format_documents(tiny_run
     }
     for module, attrs in written.items():
         assert documented_attrs(module) == set(attrs), module.__name__
+
+
+@pytest.mark.slow
+def test_the_report_bundles_every_figure_of_the_tiny_run_with_its_caption(tiny_run, tmp_path):
+    from html import escape
+
+    report = tmp_path / "report.html"
+    snakemake("--report", str(report), "--configfile", str(CONFIGS["tiny"]), cwd=tiny_run)
+    html = report.read_text()
+    figures = tiny_run / "results" / "tiny" / "figures" / "main"
+    drawn = sorted(path.relative_to(tiny_run).as_posix() for path in figures.rglob("*.png"))
+    assert "results/tiny/figures/main/training_curves.png" in drawn and len(drawn) >= 9
+    for path in drawn + ["results/tiny/report.md"]:
+        assert f'"{path}"' in html, f"{path} is not in the report"
+    # each caption's first words (null_distributions: the tiny run has no null, so no such figure)
+    for caption in sorted((REPO / "workflow" / "report").glob("*.rst")):
+        if caption.stem not in ("workflow", "null_distributions"):
+            first_words = " ".join(caption.read_text().split()[:5])
+            assert escape(first_words, quote=False) in html, caption.name

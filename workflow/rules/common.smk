@@ -8,7 +8,8 @@ min_version("9.0")
 
 # The package that does the work lives beside the rules; jobs (also on cluster nodes and
 # in conda environments) find it through PYTHONPATH, so it need not be installed there.
-PACKAGE_ROOT = os.path.abspath(os.path.join(workflow.basedir, "workflow"))
+# (workflow/, the parent of this file's folder, whichever Snakefile includes it)
+PACKAGE_ROOT = os.path.abspath(os.path.join(workflow.current_basedir, ".."))
 sys.path.insert(0, PACKAGE_ROOT)
 os.environ.update(
     PYTHONPATH=os.pathsep.join(p for p in (PACKAGE_ROOT, os.environ.get("PYTHONPATH")) if p)
@@ -164,6 +165,11 @@ def correlation_block_mb(wildcards):
 
 
 # ---- where each artifact lives: one template each; rules fill in wildcards or expand them ----
+def hf_export_path(model="{model}"):
+    """A model in the Hugging Face format; its SAEs' cfg.json name it as the model SAELens should load."""
+    return f"{RESULTS}/models/{model}/hf"
+
+
 def features_path(model="{model}", sae="{sae}"):
     return f"{RESULTS}/features/{model}/{sae}.zarr"
 

@@ -37,9 +37,15 @@ rule export_hf:
     input:
         weights=rules.train_model.output.weights,
         config=rules.train_model.output.config,
+        final=rules.train_model.output.final,
         tokenizer=rules.train_tokenizer.output[0],
     output:
-        directory(f"{RESULTS}/models/{{model}}/hf"),
+        directory(hf_export_path()),
+    params:
+        # for the model card
+        run=SETTINGS.run,
+        corpus=SETTINGS.data.corpus().to_dict(),
+        widths=SETTINGS.models.widths,
     log:
         log_path("export_hf/{model}"),
     benchmark:

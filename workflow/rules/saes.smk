@@ -16,6 +16,9 @@ rule train_sae:
         run_seed=SETTINGS.seed,
         device=SETTINGS.training.device,
         checkpoints=lambda wildcards: f"{RESULTS}/checkpoints/saes/{wildcards.model}/{wildcards.sae}",
+        # the model SAELens' metadata name (not an input: the SAE is trained without it); the
+        # untrained null models and a planted family are never exported
+        model_export=lambda wildcards: None if PLANTED or names.is_untrained(wildcards.model) else hf_export_path(wildcards.model),
     threads: TORCH_THREADS
     resources:
         gpu=1,

@@ -74,6 +74,8 @@ rule figures:
         widths=rules.width_summary.output.widths,
         scaling=rules.width_summary.output.scaling,
         scaling_fits=rules.width_summary.output.scaling_fits,
+        model_metrics=[] if PLANTED else expand(rules.train_model.output.metrics, model=MODELS),  # a planted family trains none
+        sae_metrics=lambda wildcards: expand(rules.train_sae.output.metrics, model=MODELS, sae=wildcards.sae),
     output:
         grid=report(
             figure_path("universality_grid.png"),
@@ -122,6 +124,11 @@ rule figures:
             caption="../report/scaling_law.rst",
             category="Losses",
         ),
+        training=report(
+            figure_path("training_curves.png"),
+            caption="../report/training_curves.rst",
+            category="Training",
+        ),
     threads: 1
     log:
         log_path("figures/{sae}"),
@@ -164,6 +171,7 @@ rule study_report:
     input:
         unpack(truth_tables),  # a planted family's measurement scored against its truth
         pairs=expand(rules.universality.output.pairs, sae=SAES),
+        points=expand(rules.universality.output.points, sae=SAES),
         census=expand(rules.universality.output.census, sae=SAES),
         controls=expand(rules.universality.output.controls, sae=SAES),
         losses=expand(rules.width_summary.output.losses, sae=SAES),

@@ -17,17 +17,25 @@ Latents that fire on fewer than `min_count` tokens (the dead ones included) are 
 from both sides and counted: their correlation is undefined (dead) or dominated by a few
 coincidences (rare). Their rows and columns are absent, never filled with a sentinel.
 
-This module is the one home of the output format, `correlations/{sae}/{a}__{b}.zarr/`:
+This module is the one home of the output format, `correlations/{sae}/{a}__{b}.zarr/`, a zarr v3
+group of root arrays whose `dimension_names` make the latent ids coordinates, so that
+`xarray.open_zarr(path, consolidated=False)` reads it as a Dataset with a labelled matrix:
 
-    a/latent, b/latent            (n_counted,) int32   latent ids of the counted latents
-    a/max_similarity, a/best_partner   for each counted A latent: its signed max r over the
-                                  counted B latents and that B latent's id (and b/ the reverse)
-    matrix                        (n_counted_a, n_counted_b) r, rows and columns in the order
-                                  of a/latent and b/latent (absent when matrix dtype is "none")
+    a_latent, b_latent            (n_counted,) int32   latent ids of the counted latents of
+                                  each side: the coordinates of every other array
+    a_max_similarity, a_best_partner   (a_latent) for each counted A latent its signed max r
+                                  over the counted B latents (float64) and that B latent's id
+                                  (int32); b_max_similarity, b_best_partner (b_latent) the reverse
+    matrix                        (a_latent, b_latent) r, rows and columns in the order of
+                                  a_latent and b_latent (absent when matrix dtype is "none")
     attrs                         format, a, b (the models), sae, n_tokens, min_count,
                                   a_counted, a_dead, a_rare, b_counted, b_dead, b_rare (latents
                                   counted and excluded on each side), block_latents, token_chunk,
                                   matrix_dtype, shift (0, or the shifted-token null's shift)
+
+Format 1 (`featscale.correlations/1`) kept the per-latent arrays in subgroups a/ and b/
+(`a/latent`, `a/max_similarity`, `a/best_partner`), where xarray sees no coordinates; it is
+still read (`open_correlations`), and written no more.
 """
 
 from __future__ import annotations
@@ -50,7 +58,9 @@ from featscale.config import CorrelationSettings
 from featscale.features.store import FeatureStore, open_features
 from featscale.io import write_atomically
 
-FORMAT = "featscale.correlations/1"
+FORMAT = "featscale.correlations/2"
+FORMAT_1 = "featscale.correlations/1"  # per-latent arrays in subgroups a/ and b/: read, not written
+SIDE_ARRAYS = ("latent", "max_similarity", "best_partner")  # each side's arrays, `{side}_{name}` at the root
 MATRIX_DTYPES = ("float16", "float32", "float64", "none")
 SUB_BLOCK = 256  # A latents per sparse product, whose dense rows (x F_B float64) are added at once
 log = logging.getLogger(__name__)
@@ -269,10 +279,10 @@ def correlate(
             ("a", ca.latents, a_max, a_best, cb.latents),
             ("b", cb.latents, b_max, b_best, ca.latents),
         ):
-            sub = group.require_group(side)
-            sub.create_array("latent", data=latents.astype(np.int32), dimension_names=[f"{side}_latent"])
-            sub.create_array("max_similarity", data=best_max, dimension_names=[f"{side}_latent"])
-            sub.create_array("best_partner", data=partners[best].astype(np.int32), dimension_names=[f"{side}_latent"])
+            values = {"latent": latents.astype(np.int32), "max_similarity": best_max,
+                      "best_partner": partners[best].astype(np.int32)}
+            for name in SIDE_ARRAYS:  # `{side}_latent` is the dimension, so xarray makes it the coordinate
+                group.create_array(f"{side}_{name}", data=values[name], dimension_names=[f"{side}_latent"])
         group.attrs.update(meta)
 
     write_atomically(out, write)
@@ -340,20 +350,25 @@ def _main_module_hidden():
 
 
 class SimilarityStore(NamedTuple):
-    """An open correlation store."""
+    """An open correlation store (format 2, or format 1 read as it was)."""
 
     attrs: dict[str, Any]
     group: zarr.Group
 
     def side(self, name: str) -> dict[str, np.ndarray]:
         """'a' or 'b': latent ids, max_similarity and best_partner of each counted latent."""
-        sub = self.group[name]
-        return {key: sub[key][:] for key in ("latent", "max_similarity", "best_partner")}
+        if self.attrs["format"] == FORMAT_1:
+            return {key: self.group[name][key][:] for key in SIDE_ARRAYS}
+        return {key: self.group[f"{name}_{key}"][:] for key in SIDE_ARRAYS}
 
 
 def open_correlations(path: str | Path) -> SimilarityStore:
+    """The correlation store at `path`; one of another format is refused, naming both formats."""
     group = zarr.open_group(str(path), mode="r")
     attrs = dict(group.attrs)
-    if attrs.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a correlation store of format {FORMAT}")
+    if attrs.get("format") not in (FORMAT, FORMAT_1):
+        raise ValueError(
+            f"{path} has format {attrs.get('format')!r}, not a correlation store this featscale reads "
+            f"({FORMAT}, or the older {FORMAT_1}): delete it and run its correlation again"
+        )
     return SimilarityStore(attrs, group)

@@ -21,6 +21,7 @@ Read top to bottom:
     features_by_width             L0, live latents, ... against width
     scaling_law                   L = (N_c / N)^alpha, clean and spliced
     null_distributions            max similarity of real latents against a null
+    training_curves               models' train and val loss, SAEs' loss, L0 and dead latents, by tokens
     not_measured                  a figure's place when the run could not measure it (no language model)
 """
 
@@ -43,7 +44,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
-from matplotlib.ticker import FormatStrFormatter
+from matplotlib.ticker import EngFormatter, FormatStrFormatter, LogFormatter
 from scipy import ndimage, stats
 
 from featscale.analysis.scaling import scaling_fits_from_json
@@ -687,6 +688,82 @@ def null_distributions(
     return save_figure(build_null_distributions(real, null, title, ceiling), path)
 
 
+# --- training ----------------------------------------------------------------------------
+
+MODEL_METRICS = ("model", "tokens", "train_loss", "val_loss")
+SAE_METRICS = ("model", "tokens", "mse", "sparsity_loss", "aux_loss", "l0", "dead_fraction")
+
+
+def build_training_curves(models: pd.DataFrame, saes: pd.DataFrame) -> Figure:
+    """How every model and its SAE trained, against training tokens, one line per model (colour by
+    width, dashes by seed): the model's train loss (thin) and validation loss (dots, every
+    training.eval_every steps); the SAE's training loss (MSE + sparsity + auxiliary, in its scaled
+    units), L0 and fraction of dead latents, as logged every log_every steps.
+
+    models: DataFrame with columns model, tokens, train_loss, val_loss (NaN between evaluations),
+    the models' metrics.csv stacked; saes: columns model (the model the SAE reads), tokens, mse,
+    sparsity_loss, aux_loss, l0, dead_fraction, the SAEs' metrics.csv stacked. `models` empty (a
+    planted family trains no model): the model-loss panel says so.
+    """
+    if len(models):
+        _require(models, MODEL_METRICS, "models")
+    _require(saes, SAE_METRICS, "saes")
+    names = _ordered_models([*models["model"], *saes["model"]])
+    styles = _width_styles(names)
+    panels = ("model loss (nats/token)", "SAE training loss", "SAE L0 (latents active per token)",
+              "SAE dead latents (fraction)")
+    with _new_figure(ncols=len(panels), figsize=(3.4 * len(panels), 3.6), squeeze=False) as (figure, axes):
+        loss, sae_loss, l0, dead = axes[0]
+        for model in names:
+            colour, dashes = styles[model]
+            rows = models[models["model"] == model].sort_values("tokens")
+            if len(rows):
+                loss.plot(rows["tokens"], rows["train_loss"], dashes, color=colour, linewidth=0.7, alpha=0.6)
+                val = rows.dropna(subset=["val_loss"])
+                loss.plot(val["tokens"], val["val_loss"], dashes, color=colour, marker="o", markersize=3,
+                          linewidth=1.2, label=model)
+            rows = saes[saes["model"] == model].sort_values("tokens")
+            if len(rows):
+                total = rows["mse"] + rows["sparsity_loss"] + rows["aux_loss"]
+                sae_loss.plot(rows["tokens"], total, dashes, color=colour, label=model)
+                l0.plot(rows["tokens"], rows["l0"], dashes, color=colour, label=model)
+                dead.plot(rows["tokens"], rows["dead_fraction"], dashes, color=colour, label=model)
+        for ax, title in zip(axes[0], panels, strict=True):
+            ax.set_title(title, fontsize="small")
+            ax.set_xlabel("training tokens")
+            ax.xaxis.set_major_formatter(EngFormatter(sep=""))  # 200k, 1M: one style on every panel
+        for ax in (sae_loss, l0):  # both fall by orders of magnitude early on
+            ax.set_yscale("log")
+            # plain numbers (6, not 6 x 10^0); minor ticks labelled, some of them, when the axis spans
+            # less than two decades, so that a short axis is not left with one label
+            ax.yaxis.set_major_formatter(LogFormatter(minor_thresholds=(2, 0.5)))
+            ax.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
+        dead.set_ylim(-0.02, max(0.1, float(saes["dead_fraction"].max()) * 1.1) if len(saes) else 1.0)
+        if len(models):
+            loss.legend(title="model (thin: train; dots: val)", fontsize="x-small", title_fontsize="x-small")
+        else:
+            loss.text(0.5, 0.5, "no model trained\n(a planted family)", ha="center", va="center", color="0.4",
+                      transform=loss.transAxes)
+        sae_loss.legend(title="SAE of", fontsize="x-small", title_fontsize="x-small")
+        figure.suptitle("Training curves")
+    return figure
+
+
+def training_curves(models: pd.DataFrame, saes: pd.DataFrame, path: str | Path) -> Path:
+    """Draw `build_training_curves` to `path` (PNG); return the path."""
+    return save_figure(build_training_curves(models, saes), path)
+
+
+def stacked_metrics(paths: Iterable[str | Path], levels_up: int) -> pd.DataFrame:
+    """metrics.csv files stacked, each row's `model` the name of the folder `levels_up` above the
+    file: models/{model}/metrics.csv (1), saes/{model}/{sae}/metrics.csv (2)."""
+    frames = [pd.read_csv(path).assign(model=Path(path).parents[levels_up - 1].name) for path in paths]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["model", "tokens"])
+
+
+# --- what a run could not measure ------------------------------------------------------------
+
+
 def build_not_measured(title: str, why: str) -> Figure:
     """A figure's title and, in its place, why this run has nothing to draw."""
     with _new_figure(figsize=(5.5, 2.0)) as (figure, ax):
@@ -706,9 +783,10 @@ def not_measured(path: str | Path, title: str, why: str) -> Path:
 NO_LOSS = "not measured: a planted family has no language model,\nso no next-token loss"
 
 
-def run_figures(inputs: Mapping[str, str | Path], outputs: Mapping[str, str | Path]) -> None:
+def run_figures(inputs: Mapping[str, Any], outputs: Mapping[str, str | Path]) -> None:
     """Rule figures: every figure of one SAE spec from its tables (`inputs`: points, pairs, controls,
-    losses, budget, widths, scaling, scaling_fits; `outputs`: one path per figure, and the folders
+    losses, budget, widths, scaling, scaling_fits, and the lists model_metrics and sae_metrics, the
+    models' and this spec's SAEs' metrics.csv; `outputs`: one path per figure, and the folders
     pairs and nulls)."""
     points = pd.read_parquet(inputs["points"])
     pairs = pd.read_csv(inputs["pairs"])
@@ -725,6 +803,8 @@ def run_figures(inputs: Mapping[str, str | Path], outputs: Mapping[str, str | Pa
     write_atomically(outputs["nulls"], lambda folder: _null_figures(points, ceilings, folder))
     write_atomically(outputs["pairs"], lambda folder: _pair_figures(points, pairs, ceilings, folder))
     features_by_width(pd.read_csv(inputs["widths"]), outputs["widths"])
+    training_curves(stacked_metrics(inputs["model_metrics"], 1), stacked_metrics(inputs["sae_metrics"], 2),
+                    outputs["training"])
     losses = pd.read_csv(inputs["losses"])
     if losses["clean"].isna().all():  # no language model: no loss, no budget, no scaling law
         for name, title in (("losses", "Reconstructed losses"), ("budget", "Loss at a fixed number of features"),

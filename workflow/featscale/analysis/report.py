@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from featscale.analysis.tables import DENSE_FREQUENCY, pair_r_table
+from featscale.analysis.tables import DENSE_FREQUENCY, SHRUNK_DECODER, pair_r_table
 from featscale.analysis.talk import TALK_ALPHA
 from featscale.analysis.verdicts import row_slope, width_cells
 from featscale.config import FeatureSettings, PlantedSettings, ReportSettings, SAESpec, spec_features
@@ -107,6 +107,40 @@ def variant_findings(chosen: pd.DataFrame, label: str) -> list[str]:
                         f"against {base_slope:+.3f})"] if reversed_rows else []
             lines.append(f"Variant that changes the answer ({label}), {name}: r from {values.min():.3f} to "
                          f"{values.max():.3f}; " + "; ".join(changes) + ".")
+    return lines
+
+
+CLUSTER_IMPORTANCE, CLUSTER_SIMILARITY = 0.1, 0.9  # the low-importance, high-similarity corner of the scatter
+
+
+def cluster_findings(points: pd.DataFrame) -> list[str]:
+    """What the latents in the scatter's low-importance, high-similarity corner are, per source model:
+    dense (active on > 10% of tokens), with a shrunk decoder row, collapsed; and their partners.
+
+    Dense latents whose decoder rows have all but vanished keep firing on the same tokens in every
+    model: they correlate with each other whatever they encode while their importance (max x
+    decoder norm) is near 0, and they can set the sign of rho and the rows of r.
+    """
+    lines = []
+    own = points.drop_duplicates(["source", "latent"]).set_index(["source", "latent"])
+    corner = points[(points["relative_importance"] < CLUSTER_IMPORTANCE) & (points["max_similarity"] > CLUSTER_SIMILARITY)]
+    for source in ordered(corner["source"].unique()):
+        latents = corner[corner["source"] == source].drop_duplicates("latent")
+        rows = corner[corner["source"] == source]
+        partners = [own.loc[(target, partner)] for target, partner in zip(rows["target"], rows["best_partner"])
+                    if (target, partner) in own.index]
+        dense = (latents["frequency"] > DENSE_FREQUENCY).mean()
+        shrunk = (latents["decoder_norm_ratio"] < SHRUNK_DECODER).mean() if "decoder_norm_ratio" in latents else np.nan
+        text = (f"{source}: {len(latents)} latents sit at relative importance < {CLUSTER_IMPORTANCE} with a max "
+                f"similarity > {CLUSTER_SIMILARITY}; {dense:.0%} of them dense (active on > {DENSE_FREQUENCY:.0%} of "
+                f"tokens)")
+        if np.isfinite(shrunk):
+            text += f", {shrunk:.0%} with a decoder row below {SHRUNK_DECODER:g} of the median"
+        text += f", {latents['collapsed'].mean():.0%} collapsed"
+        if partners:
+            partner_dense = np.mean([row["frequency"] > DENSE_FREQUENCY for row in partners])
+            text += f"; their best partners are dense in {partner_dense:.0%} of cases"
+        lines.append(text + ".")
     return lines
 
 
@@ -283,6 +317,15 @@ def deviations(settings: ReportSettings) -> pd.DataFrame:
          "saes.<spec>.train_on_position_0, features.include_position_0"),
         ("BOS token", "none prepended (pre-tokenized rows; SAELens's prepend_bos unused for them)",
          per_spec(lambda spec, f: "none prepended"), "-"),
+        ("SAE L1 coefficient", "2 for every width",
+         per_spec(lambda spec, f: "-" if spec.architecture == "topk" else
+                  f"{spec.l1_coefficient:g} for every width" if spec.l1_reference_width is None else
+                  f"{spec.l1_coefficient:g} at width {spec.l1_reference_width}, × √(width / {spec.l1_reference_width})"),
+         "saes.<spec>.l1_coefficient, l1_reference_width"),
+        ("SAE learning rate", "5e-5 for every width",
+         per_spec(lambda spec, f: f"{spec.lr:g} for every width" if spec.lr_reference_width is None else
+                  f"{spec.lr:g} at width {spec.lr_reference_width}, × {spec.lr_reference_width} / width"),
+         "saes.<spec>.lr, lr_reference_width"),
         ("decoder init", "uniform on [0, 1) (all positive), rows at norm 0.1, encoder = its transpose",
          per_spec(lambda spec, f: f"{spec.decoder_init.replace('_', ' ')}, rows at norm "
                                   f"{1.0 if spec.architecture == 'topk' else spec.decoder_init_norm:g}"),
@@ -469,7 +512,8 @@ def write_study_report(
                   "bootstrap intervals over latents. All counted latents:", "",
                   pair_r_table(pairs, "all").to_markdown(), "", "Collapsed clusters masked:", "",
                   pair_r_table(pairs, "masked").to_markdown(), ""]
-        lines += [f"- {line}" for line in universality_findings(pairs)] + [""]
+        lines += [f"- {line}" for line in universality_findings(pairs)]
+        lines += [f"- {line}" for line in cluster_findings(pd.read_parquet(paths["points"]))] + [""]
         columns = ["source", "target", "mask", "n", "pearson_r", "spearman_rho", "partial_r_given_log_frequency",
                    "b", "b_error", "c", "c_error", "r_squared"]
         columns += [c for c in ("authors_a", "authors_b", "authors_c", "authors_r_squared") if c in pairs]
@@ -494,12 +538,14 @@ def write_study_report(
         lines += [f"- {line}" for line in control_findings(controls, settings.null_percentile)] + [""]
         lines += ["### Figures", ""] + [f"![{name}]({rel(name)})" for name in (
             "universality_grid.png", "universality_grid_masked.png", "reconstructed_losses.png",
-            "feature_budget.png", "ablation.png", "features_by_width.png", "scaling_law.png")] + [""]
+            "feature_budget.png", "ablation.png", "features_by_width.png", "scaling_law.png",
+            "training_curves.png")] + [""]
     lines += ["## Deviations from the authors' setup", "", markdown_table(deviations(settings)), ""]
     write_text(out, "\n".join(lines))
 
 
-TABLES = ("pairs", "census", "controls", "losses", "widths", "scaling_fits", "budget", "verdicts", "talk_comparison")
+TABLES = ("pairs", "points", "census", "controls", "losses", "widths", "scaling_fits", "budget", "verdicts",
+          "talk_comparison")
 # a planted family's (rule score_truth): absent from other runs' inputs
 TRUTH_TABLES = ("truth_recovery_bins", "truth_pairs", "truth_widths", "truth_summary")
 

@@ -42,6 +42,8 @@ from featscale.names import (
 
 log = logging.getLogger(__name__)
 MASKS = ("all", "masked")
+DENSE_FREQUENCY = 0.1  # a latent active on more than this share of tokens is dense (as in eval.json)
+SHRUNK_DECODER = 0.1  # a decoder row below this share of the median live row has all but vanished
 
 
 def decoder_directions(sae_weights: str | Path) -> np.ndarray:
@@ -66,6 +68,7 @@ def latent_census(
                                       analysis.collapsed_min_neighbours)
         masks[model] = collapsed.collapsed
         live = store.stat("count") > 0
+        frequency = store.stat("count") / max(store.n_tokens, 1)
         rows.append({
             "model": model,
             "width": width_of(model),
@@ -77,6 +80,8 @@ def latent_census(
             "collapsed": int(collapsed.collapsed.sum()),
             "collapsed_counted": int(collapsed.collapsed[counted.latents].sum()),
             "non_collapsed_live": int((live & ~collapsed.collapsed).sum()),
+            "dense": int((frequency > DENSE_FREQUENCY).sum()),
+            "shrunk_decoder": int((live & (decoder_norm_ratio(store) < SHRUNK_DECODER)).sum()),
             "l0": float(store.attrs["l0"]),
             "n_tokens": store.n_tokens,
         })
@@ -157,8 +162,18 @@ def _pair_points(source: str, target: str, source_store: Any, values: Mapping[st
         "max_similarity": values["max_similarity"],
         "best_partner": values["best_partner"],
         "frequency": source_store.stat("count")[counted] / source_store.n_tokens,
+        "decoder_norm_ratio": decoder_norm_ratio(source_store)[counted],
         "collapsed": mask[counted],
     })
+
+
+def decoder_norm_ratio(store: Any) -> np.ndarray:
+    """Each latent's decoder-row norm over the median of the live latents': a latent far below 1 keeps
+    firing while its row has all but vanished (its importance, max x norm, then says little)."""
+    norms = store.stat("decoder_norm").astype(np.float64)
+    live = store.stat("count") > 0
+    median = np.median(norms[live]) if live.any() else np.nan
+    return norms / median if median > 0 else np.full_like(norms, np.nan)
 
 
 def _null_max_similarity(path: str | Path, side: str, latents: np.ndarray, real: str | Path) -> np.ndarray:
@@ -230,7 +245,6 @@ def pair_table(points: pd.DataFrame, analysis: AnalysisSettings, seed: int) -> p
     return pd.DataFrame(rows)
 
 
-DENSE_FREQUENCY = 0.1  # a latent active on more than this share of tokens is dense (as in eval.json)
 
 
 def robust_variants(x: np.ndarray, y: np.ndarray, frequency: np.ndarray) -> dict[str, float]:

@@ -1,9 +1,18 @@
 """Write a trained `featscale.models.gpt.GPT` as a Hugging Face `transformers` GPT-2 checkpoint.
 
-The folder (config.json + model.safetensors) loads with
-`transformers.GPT2LMHeadModel.from_pretrained(folder)` and gives our logits, so the
-models can be shared and probed with the usual tools. Only `safetensors` is needed here:
-the config is written by hand, every key that changes GPT-2's computation set explicitly.
+The folder `models/{model}/hf/` holds
+
+    config.json              GPT2Config's keys, every one that changes GPT-2's computation set
+                             explicitly, and `n_ctx` (TransformerLens reads the context from it)
+    model.safetensors        the weights under GPT-2's names
+    tokenizer.json           the run's tokenizer (data/tokenizer.json), unchanged
+    tokenizer_config.json    what `AutoTokenizer` needs to load it: class, special tokens, context
+    special_tokens_map.json  the special tokens again, for transformers versions that read them here
+    README.md                a model card: data, the family's widths, training tokens, losses
+
+It loads with `transformers.AutoModelForCausalLM.from_pretrained(folder)` (our logits) and
+`AutoTokenizer.from_pretrained(folder)` (our token ids); docs/interop.md gives the TransformerLens
+recipe. Only `safetensors` and `tokenizers` are needed here: the JSON files are written by hand.
 """
 
 from __future__ import annotations
@@ -16,9 +25,13 @@ import torch
 from safetensors.torch import save_file
 from tokenizers import Tokenizer
 
-from featscale.data.tokenizer import eot_id
+from featscale.config import CorpusSettings
+from featscale.data.tokenizer import EOT, eot_id
 from featscale.io import write_atomically
 from featscale.models.gpt import GPT, INIT_STD, LAYER_NORM_EPS, load_model
+
+# the end-of-text token is GPT-2's bos, eos and unk token alike; there is no padding token
+SPECIAL_TOKENS = {"bos_token": EOT, "eos_token": EOT, "unk_token": EOT}
 
 
 def hf_config(model: GPT, eos_token_id: int | None = None) -> dict[str, Any]:
@@ -30,6 +43,7 @@ def hf_config(model: GPT, eos_token_id: int | None = None) -> dict[str, Any]:
         "model_type": "gpt2",
         "vocab_size": c.vocab_size,
         "n_positions": c.context,
+        "n_ctx": c.context,  # GPT2Config drops it, but TransformerLens reads the context from it
         "n_embd": c.width,
         "n_layer": c.n_layers,
         "n_head": c.n_heads,
@@ -82,18 +96,108 @@ def hf_state_dict(model: GPT) -> dict[str, torch.Tensor]:
     return {name: t.detach().to("cpu", copy=True).contiguous() for name, t in tensors.items()}
 
 
-def export_hf(model: GPT, out_dir: str | Path, *, eos_token_id: int | None = None) -> Path:
-    """Write `model` to `out_dir` as a GPT-2 checkpoint, replacing any folder there, atomically."""
+def tokenizer_config(tokenizer: Tokenizer, context: int) -> dict[str, Any]:
+    """tokenizer_config.json: `AutoTokenizer` builds a fast tokenizer from tokenizer.json with these
+    special tokens; texts longer than the context are the caller's to cut (model_max_length)."""
+    eot_id(tokenizer)  # the special tokens below must exist
+    return {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        **SPECIAL_TOKENS,
+        "model_max_length": context,
+        "clean_up_tokenization_spaces": False,  # decode gives back the text exactly
+    }
+
+
+def model_card(model: GPT, card: dict[str, Any]) -> str:
+    """README.md of the export: what the model is, what it was trained on, how well it does.
+
+    `card`: run, corpus (a CorpusSettings' data), widths (of the family), tokenizer_vocab, and
+    final (the model's final.json: tokens, train_loss, val_loss, val_tokens).
+    """
+    c, final, corpus = model.config, card["final"], card["corpus"]
+    source = corpus["source"]
+    block = ", ".join(f"{key}: {value}" for key, value in (corpus.get(source) or {}).items())
+    widths = ", ".join(str(width) for width in sorted(card["widths"]))
+    eot_in_table = EOT.replace("|", "\\|")  # a pipe, even in a code span, would end the table cell
+    return "\n".join([
+        "---",
+        "library_name: transformers",
+        "tags: [featscale, gpt2, sparse-autoencoders]",
+        "---",
+        "",
+        f"# featscale run `{card['run']}`: GPT-2 of width {c.width}",
+        "",
+        "A GPT-2-style model trained by featscale, a Snakemake workflow that asks how a transformer's "
+        "SAE features change with its width: one of a family of the same depth, trained on the same "
+        "tokens in the same order.",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| architecture | GPT-2 (pre-LayerNorm, exact GELU, learned positions, tied embeddings), "
+        f"{c.n_layers} layers, width {c.width}, {c.n_heads} heads of {c.head_size}, context {c.context} |",
+        f"| non-embedding parameters | {c.non_embedding_params:,} |",
+        f"| family (widths) | {widths} |",
+        f"| data | `{source}` corpus{f' ({block})' if block else ''}, train split |",
+        f"| tokenizer | the run's, {card['tokenizer_vocab']:,} tokens, `{eot_in_table}` as bos/eos; "
+        "no BOS is prepended "
+        "in training (windows start anywhere in the token stream) |",
+        f"| training tokens | {final['tokens']:,} |",
+        f"| loss (nats/token) | train {final['train_loss']:.4f}; validation {final['val_loss']:.4f} on "
+        f"{final['val_tokens']:,} held-out tokens |",
+        "",
+        "```python",
+        "from transformers import AutoModelForCausalLM, AutoTokenizer",
+        "",
+        "folder = \".\"  # the folder of this card",
+        "model = AutoModelForCausalLM.from_pretrained(folder)",
+        "tokenizer = AutoTokenizer.from_pretrained(folder)",
+        "```",
+        "",
+        "TransformerLens, SAELens and xarray recipes: `docs/interop.md` of the featscale repository.",
+        "",
+    ])
+
+
+def export_hf(
+    model: GPT,
+    out_dir: str | Path,
+    *,
+    tokenizer: Tokenizer | None = None,
+    card: dict[str, Any] | None = None,
+) -> Path:
+    """Write `model` to `out_dir` as a GPT-2 checkpoint, replacing any folder there, atomically.
+
+    With `tokenizer` (the run's), the folder also holds it for `AutoTokenizer` and its end-of-text
+    id is the config's bos and eos id; with `card` (see `model_card`), a README.md.
+    """
+    eos_token_id = None if tokenizer is None else eot_id(tokenizer)
 
     def write(folder: Path) -> None:
         folder.mkdir()
         (folder / "config.json").write_text(json.dumps(hf_config(model, eos_token_id), indent=2) + "\n")
         save_file(hf_state_dict(model), folder / "model.safetensors", metadata={"format": "pt"})
+        if tokenizer is not None:
+            tokenizer.save(str(folder / "tokenizer.json"))
+            (folder / "tokenizer_config.json").write_text(
+                json.dumps(tokenizer_config(tokenizer, model.config.context), indent=2) + "\n")
+            (folder / "special_tokens_map.json").write_text(json.dumps(SPECIAL_TOKENS, indent=2) + "\n")
+        if card is not None:
+            (folder / "README.md").write_text(model_card(model, card))
 
     return write_atomically(out_dir, write)
 
 
-def run_export_hf(weights: str | Path, config: str | Path, tokenizer: str | Path, out: str | Path) -> Path:
-    """Rule export_hf: the trained model (weights, config.json) as a GPT-2 checkpoint in `out`."""
-    eot = eot_id(Tokenizer.from_file(str(tokenizer)))
-    return export_hf(load_model(weights, config), out, eos_token_id=eot)
+def run_export_hf(
+    inputs: dict[str, str | Path],
+    out: str | Path,
+    *,
+    run: str,
+    corpus: CorpusSettings,
+    widths: list[int],
+) -> Path:
+    """Rule export_hf: the trained model as a GPT-2 checkpoint in `out`, with the run's tokenizer and
+    a model card. `inputs`: weights, config (the model's), final (its final.json), tokenizer."""
+    tokenizer = Tokenizer.from_file(str(inputs["tokenizer"]))
+    card = {"run": run, "corpus": corpus.to_dict(), "widths": list(widths),
+            "tokenizer_vocab": tokenizer.get_vocab_size(), "final": json.loads(Path(inputs["final"]).read_text())}
+    return export_hf(load_model(inputs["weights"], inputs["config"]), out, tokenizer=tokenizer, card=card)

@@ -18,7 +18,10 @@ as in SAELens, so one l1_coefficient means the same trade-off at every d_in.
 
 Saved SAEs load in SAELens 6.x (`sae_lens.SAE.load_from_disk(folder)`): the input scale is
 folded into the weights, so SAELens reproduces our codes and reconstructions in original
-units with `normalize_activations: "none"`.
+units with `normalize_activations: "none"`. Their metadata say what the SAE reads in the
+terms TransformerLens and SAELens use: the hook `blocks.{layer}.hook_{site}`, the model to load
+(the model's Hugging Face export, `SAEConfig.provenance`), the context size, that no BOS is
+prepended and which positions were used (`seqpos_slice`), and the token store it was trained on.
 """
 
 from __future__ import annotations
@@ -68,8 +71,14 @@ class SAEConfig(Record):
     # initial decoder rows: Gaussian or (SAELens 4.1.1's heuristic, the authors') uniform on [0, 1), at this norm
     decoder_init: str = "unit_normal"
     decoder_init_norm: float = 1.0
+    # scale the encoder at init so the first reconstructions have the sample's magnitude; None: the
+    # architecture's choice (TopK yes, the L1 variants no)
+    encoder_rescale: bool | None = None
     input_scale: float = 1.0  # x̃ = input_scale · x; see SparseAutoencoder.input_scale_for
     hook: dict[str, Any] = field(default_factory=dict)  # what the SAE reads: model, layer, site
+    # where its inputs came from, for SAELens' metadata: model_path (the model's Hugging Face export),
+    # context_size, first_position (0, or 1 when position 0 was left out), dataset_path (the token store)
+    provenance: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.architecture not in ARCHITECTURES:
@@ -92,6 +101,8 @@ class SAEConfig(Record):
             raise ValueError(f"SAEConfig.decoder_init_norm must be a positive number, got {self.decoder_init_norm!r}")
         if not isinstance(self.hook, dict):
             raise ValueError(f"SAEConfig.hook must be a dict (model, layer, site), got {type(self.hook).__name__}")
+        if not isinstance(self.provenance, dict):
+            raise ValueError(f"SAEConfig.provenance must be a dict, got {type(self.provenance).__name__}")
         if not isinstance(self.gated_aux_trains_decoder, bool):
             raise ValueError(f"SAEConfig.gated_aux_trains_decoder must be true or false, got {self.gated_aux_trains_decoder!r}")
         if self.gated_aux_trains_decoder and self.architecture != "gated":
@@ -349,10 +360,15 @@ class SparseAutoencoder(nn.Module, ABC):
         else:
             centre = geometric_median(x_scaled)
         self.b_dec.copy_(centre)
-        self._fit_encoder_scale(x_scaled)
+        rescale = self.config.encoder_rescale
+        if rescale is None:
+            self._fit_encoder_scale(x_scaled)
+        elif rescale:
+            self._least_squares_encoder_scale(x_scaled)
 
     def _fit_encoder_scale(self, x_scaled: Tensor) -> None:
-        """Hook for a variant's data-dependent encoder init (TopK's); the others start as W_decᵀ."""
+        """A variant's own data-dependent encoder init (TopK's), when the config leaves it to the
+        variant; the others start as W_decᵀ."""
 
     @torch.no_grad()
     def _least_squares_encoder_scale(self, x_scaled: Tensor) -> None:
@@ -406,11 +422,6 @@ class SparseAutoencoder(nn.Module, ABC):
 
     def _saelens_config(self) -> dict[str, Any]:
         config = self.config
-        hook = config.hook
-        hook_name = None
-        if "layer" in hook and "site" in hook:
-            # our sites are TransformerLens' hook names: resid_pre, mlp_out, resid_post
-            hook_name = f"blocks.{hook['layer']}.hook_{hook['site']}"
         return {
             "architecture": _SAELENS_ARCHITECTURE[config.architecture],
             "d_in": config.d_in,
@@ -422,13 +433,7 @@ class SparseAutoencoder(nn.Module, ABC):
             "normalize_activations": "none",
             "reshape_activations": "none",
             **({"k": config.k, "rescale_acts_by_decoder_norm": False} if config.architecture == "topk" else {}),
-            "metadata": {
-                "sae_lens_version": SAELENS_FORMAT_VERSION,
-                "sae_lens_training_version": None,  # trained by featscale, not SAELens
-                "model_name": hook.get("model"),
-                "hook_name": hook_name,
-                "hook_head_index": None,
-            },
+            "metadata": saelens_metadata(config.hook, config.provenance),
             "input_scale": config.input_scale,  # provenance: already folded into the weights
             "featscale": config.to_dict(),  # our own config, read back by load
         }
@@ -463,6 +468,36 @@ class SparseAutoencoder(nn.Module, ABC):
 
 
 _VARIANTS: dict[str, type[SparseAutoencoder]] = {}  # filled as each variant's module defines it
+
+
+def saelens_metadata(hook: Mapping[str, Any], provenance: Mapping[str, Any]) -> dict[str, Any]:
+    """cfg.json's `metadata`: what SAELens, TransformerLens and SAEDashboard read to run the SAE.
+
+    `hook`: model (our name), layer, site; `provenance`: see SAEConfig. model_name is the path of
+    the model's Hugging Face export when known (else our name): the model to load, by the recipe of
+    docs/interop.md (TransformerLens does not load local paths by name).
+    """
+    hook_name = None
+    if "layer" in hook and "site" in hook:
+        # our sites are TransformerLens' hook names: resid_pre, mlp_out, resid_post
+        hook_name = f"blocks.{hook['layer']}.hook_{hook['site']}"
+    first = provenance.get("first_position")
+    return {
+        "sae_lens_version": SAELENS_FORMAT_VERSION,
+        "sae_lens_training_version": None,  # trained by featscale, not SAELens
+        "model_name": provenance.get("model_path", hook.get("model")),
+        "model_class_name": "HookedTransformer",
+        "hook_name": hook_name,
+        "hook_head_index": None,
+        "context_size": provenance.get("context_size"),
+        # windows are cut anywhere in the token stream, never started with a BOS token
+        "prepend_bos": False,
+        # the positions of each window the SAE was trained on: position 0 is left out unless 0
+        "seqpos_slice": None if first is None else [first, None],
+        "exclude_special_tokens": False,
+        "dataset_path": provenance.get("dataset_path"),
+        "model_from_pretrained_kwargs": {},
+    }
 
 
 def make_sae(config: SAEConfig) -> SparseAutoencoder:

@@ -42,33 +42,56 @@ log = logging.getLogger(__name__)
 METRICS = ("step", "tokens", "mse", "fvu", "l0", "dead_fraction", "sparsity_loss", "aux_loss", "lr", "l1_factor")
 
 
-def sae_config_from_spec(spec: SAESpec, d_in: int, hook: Mapping[str, Any]) -> SAEConfig:
-    """The SAE architecture of a config spec (`saes.<name>`) for a model of width d_in."""
+def sae_config_from_spec(
+    spec: SAESpec, d_in: int, hook: Mapping[str, Any], provenance: Mapping[str, Any] | None = None
+) -> SAEConfig:
+    """The SAE architecture of a config spec (`saes.<name>`) for a model of width d_in; `provenance`
+    (see SAEConfig) is recorded for SAELens."""
     topk = spec.architecture == "topk"
     return SAEConfig(
         architecture=spec.architecture,
         d_in=d_in,
         n_latents=spec.n_latents,
         k=spec.k,
-        l1_coefficient=None if topk else spec.l1_coefficient,
+        l1_coefficient=None if topk else l1_coefficient(spec, d_in),
         aux_k=spec.aux_k if topk else None,
         aux_coefficient=spec.aux_coefficient,
         gated_aux_trains_decoder=spec.gated_aux_trains_decoder if spec.architecture == "gated" else False,
         dead_after_tokens=spec.dead_after_tokens,
         decoder_init=spec.decoder_init,
         decoder_init_norm=spec.decoder_init_norm,
+        encoder_rescale=spec.encoder_rescale,
         hook=dict(hook),
+        provenance=dict(provenance or {}),
     )
 
 
-def schedule(step: int, steps: int, spec: SAESpec) -> tuple[float, float]:
+def l1_coefficient(spec: SAESpec, d_in: int) -> float:
+    """The spec's L1 coefficient at width d_in: as given, or, with l1_reference_width, scaled by
+    √(d_in / that width). Inputs are scaled to norm √d, so the squared error grows like d while the
+    sparsity penalty grows like √d: one coefficient penalises narrow SAEs relatively more (their L0
+    falls, a wide one's rises, for the same features); the √d scaling keeps the trade-off alike."""
+    if spec.l1_reference_width is None:
+        return spec.l1_coefficient
+    return spec.l1_coefficient * math.sqrt(d_in / spec.l1_reference_width)
+
+
+def peak_lr(spec: SAESpec, d_in: int) -> float:
+    """The spec's learning rate at width d_in: as given, or, with lr_reference_width, scaled by
+    (that width / d_in), as the updates of a wider dictionary's rows add up over more dimensions."""
+    if spec.lr_reference_width is None:
+        return spec.lr
+    return spec.lr * spec.lr_reference_width / d_in
+
+
+def schedule(step: int, steps: int, spec: SAESpec, d_in: int | None = None) -> tuple[float, float]:
     """(learning rate, sparsity-penalty factor) at `step`.
 
     `authors`: constant lr, linear decay to 0 over the last `lr_decay_fraction` of steps.
     `cosine`: linear warmup over `lr_warmup_fraction`, then cosine decay to 0.
     Both warm the sparsity penalty up linearly over `l1_warmup_fraction` of the steps.
     """
-    lr, progress = spec.lr, step / steps
+    lr, progress = (spec.lr if d_in is None else peak_lr(spec, d_in)), step / steps
     if spec.schedule == "authors":
         decay_start = 1 - spec.lr_decay_fraction
         factor = 1.0 if progress < decay_start else (1 - progress) / spec.lr_decay_fraction
@@ -120,12 +143,14 @@ def train_sae(
     run_seed: int,
     checkpoints: str | Path,
     device: str = "auto",
+    model_export: str | Path | None = None,
 ) -> SparseAutoencoder:
     """Rule train_sae: the SAE of spec `spec` on the model named `model`, written to `outputs`.
 
     `inputs`: tokens (the token store), and model_weights, model_config (a GPT) or truth (a planted
     family's truth store). `outputs`: weights and config (SAELens' two files, in one folder) and
-    metrics (CSV).
+    metrics (CSV). `model_export`: where the model's Hugging Face export is (rule export_hf), the
+    model SAELens' metadata name (None for a planted family, which has no export).
     """
     stop = StopRequested()
     hook = {"model": model, "layer": spec.layer, "site": spec.site}
@@ -146,12 +171,16 @@ def train_sae(
         )
 
     torch.manual_seed(derive_seed(run_seed, "sae_init", spec.seed))
-    sae = make_sae(sae_config_from_spec(spec, source.width, hook))
+    provenance = {"context_size": source.context, "first_position": spec.first_position,
+                  "dataset_path": str(inputs["tokens"])}
+    if model_export is not None:
+        provenance["model_path"] = str(model_export)
+    sae = make_sae(sae_config_from_spec(spec, source.width, hook, provenance))
     first = buffer.fill(0)
     sae.config.input_scale = SparseAutoencoder.input_scale_for(first)
     sae.init_from_data(first[: spec.bias_init_tokens].cpu(), spec.bias_init)
     sae = sae.to(device)
-    optimizer = torch.optim.Adam(sae.parameters(), lr=spec.lr, betas=tuple(spec.betas))
+    optimizer = torch.optim.Adam(sae.parameters(), lr=peak_lr(spec, sae.config.d_in), betas=tuple(spec.betas))
     dead = DeadLatentTracker(sae.config.n_latents, sae.config.dead_after_tokens, device=device)
     step, rows = 0, []
     state = checkpoints.load()
@@ -177,7 +206,7 @@ def train_sae(
             if position == 0 and step > 0 and index % spec.checkpoint_every_buffers == 0:
                 save_checkpoint()  # at a buffer boundary
         x = acts[position * batch : (position + 1) * batch]
-        lr, l1_factor = schedule(step, steps, spec)
+        lr, l1_factor = schedule(step, steps, spec, sae.config.d_in)
         for group_ in optimizer.param_groups:
             group_["lr"] = lr
         out = sae(x, dead_mask=dead.dead_mask)
