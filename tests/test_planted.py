@@ -14,6 +14,7 @@ from scipy import stats
 
 from conftest import CONFIGS, load_merged, settings_of, tiny
 from featscale.analysis import truth
+from featscale.browser.payload import read_json
 from featscale.config import Reading, check_config
 from featscale.models.source import PlantedSource, load_source
 from featscale.planted import plant_family, read_truth, window_keys, write_truth
@@ -254,8 +255,11 @@ def test_a_planted_run_trains_no_language_model_and_says_what_it_cannot_measure(
     assert verdicts.loc["(c)", "verdict"] == "inconclusive" and "no language model" in verdicts.loc["(c)", "detail"]
     report = (planted_null / "report.md").read_text()
     assert "No CE loss or CE-loss score" in report and "No scaling law: a planted family has no language model" in report
-    for figure in ("reconstructed_losses.png", "feature_budget.png", "universality_grid.png"):
+    for figure in ("reconstructed_losses.png", "feature_budget.png", "universality_grid.png", "training_curves.png"):
         assert (planted_null / "figures" / "main" / figure).stat().st_size > 1000
     widths = pd.read_csv(planted_null / "analysis" / "main" / "truth_widths.csv")
     assert list(widths["planted"]) == list(settings_of("planted-null").planted.held)
     assert widths["n_for_recovery_mean"].isna().all()
+    # the feature browser is built (its contexts are where a latent fires) and says what the tokens are
+    _, manifest = read_json(planted_null / "browser" / "main" / "data" / "manifest.js")
+    assert manifest["models"] == ["w16", "w32", "w64"] and manifest["note"].startswith("A planted family")
