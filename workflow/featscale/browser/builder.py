@@ -91,7 +91,7 @@ class StudySettings:
     analysis split's windows are consecutive and need none)."""
 
 
-def build_browser(out: str | Path, inputs: BrowserInputs, study: StudySettings, run: str, sae: str,
+def build_browser(out: str | Path, inputs: BrowserInputs, study: StudySettings, run: str, sae: str, *,
                   examples: ExampleSettings = ExampleSettings(), note: str = "") -> dict[str, Any]:
     """Write the browser into the folder `out` (atomically); returns its manifest. `note`: a line the
     page shows under its title (what a reader should know of this run's tokens)."""
