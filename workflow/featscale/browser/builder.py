@@ -3,7 +3,8 @@
 Layout of `browser/{sae}/` (opens from the file system: no server, no network):
 
     index.html, browser.js, browser.css    the page (static, copied from assets/)
-    data/manifest.js      JSON: run, SAE, models, ordered pairs with the report's r and fit,
+    data/manifest.js      JSON: run, SAE, a note for the reader (what a planted family's tokens
+                          are; empty otherwise), models, ordered pairs with the report's r and fit,
                           the windows' geometry, each model's census and shards
     data/vocab.js         JSON: the display text of every token id (the run's tokenizer)
     data/tokens.js        binary: the analysis windows' token ids, (n_windows, context)
