@@ -11,6 +11,7 @@ include: "workflow/rules/models.smk"
 include: "workflow/rules/saes.smk"
 include: "workflow/rules/features.smk"
 include: "workflow/rules/universality.smk"
+include: "workflow/rules/planted.smk"
 include: "workflow/rules/browser.smk"
 
 
@@ -18,10 +19,12 @@ rule all:
     default_target: True
     input:
         tokens=rules.tokenize_corpus.output[0],
-        models=expand(rules.train_model.output.final, model=MODELS),
-        hf=expand(rules.export_hf.output[0], model=MODELS),
+        models=model_artifacts(),
+        # a planted family has no language model to export
+        hf=[] if PLANTED else expand(rules.export_hf.output[0], model=MODELS),
         saes=expand(rules.evaluate_sae.output[0], model=MODELS, sae=SAES),
         correlations=[path for sae in SAES for path in correlation_paths(sae)],
         figures=expand(rules.figures.output.grid, sae=SAES),
+        truth=expand(rules.score_truth.output.truth_summary, sae=SAES) if PLANTED else [],
         report=rules.study_report.output[0],
         browser=expand(rules.feature_browser.output[0], sae=SAES),

@@ -24,6 +24,8 @@ CONFIGS = {
     "paper": REPO / "config.yaml",
     "demo": REPO / "workflow" / "configs" / "demo.yaml",
     "tiny": REPO / "workflow" / "configs" / "tiny.yaml",
+    "planted-positive": REPO / "workflow" / "configs" / "planted-positive.yaml",
+    "planted-null": REPO / "workflow" / "configs" / "planted-null.yaml",
 }
 
 
@@ -98,3 +100,21 @@ def tiny_run(tmp_path_factory) -> Path:
     workdir = tmp_path_factory.mktemp("tiny-run")
     snakemake("--cores", "2", "--configfile", str(CONFIGS["tiny"]), cwd=workdir)
     return workdir
+
+
+def _planted_run(tmp_path_factory, name: str) -> Path:
+    workdir = tmp_path_factory.mktemp(name)
+    snakemake("--cores", "2", "--configfile", str(CONFIGS[name]), cwd=workdir)
+    return workdir / "results" / name
+
+
+@pytest.fixture(scope="session")
+def planted_positive(tmp_path_factory) -> Path:
+    """The planted family whose sharing rises with importance, run once by the workflow: its results folder."""
+    return _planted_run(tmp_path_factory, "planted-positive")
+
+
+@pytest.fixture(scope="session")
+def planted_null(tmp_path_factory) -> Path:
+    """The planted null (sharing independent of importance), run once by the workflow: its results folder."""
+    return _planted_run(tmp_path_factory, "planted-null")

@@ -11,6 +11,7 @@ from conftest import tiny
 from featscale.analysis.tables import features_for_recovery
 from featscale.config import BudgetSettings, Reading
 from featscale.models.gpt import GPT, GPTConfig
+from featscale.models.source import GPTSource
 from featscale.saes.base import SAEConfig, make_sae
 from featscale.saes.budget import budget_table, budget_variants, feature_budget, keep_grid
 from featscale.saes.evaluate import evaluate_sae
@@ -47,7 +48,7 @@ def test_p0_and_all_latents_equal_the_spliced_loss_of_evaluate_sae(setup):
     n = sae.config.n_latents
     variants = budget_variants(np.random.default_rng(1).random(n), np.arange(n), budget([0, 10], 2, 4), run_seed=0)
     table = run(setup, variants)
-    reference = evaluate_sae(model, sae, windows, Reading(LAYER, SITE, 1, True), batch_size=5,
+    reference = evaluate_sae(GPTSource(model), sae, windows, Reading(LAYER, SITE, 1, True), batch_size=5,
                              device=torch.device("cpu"))
     spliced = table.loc[table.kind == "spliced", "loss"].item()
     assert spliced == pytest.approx(reference["ce_sae"], rel=1e-6)

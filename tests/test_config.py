@@ -152,3 +152,21 @@ def test_config_file_without_run_is_refused(tmp_path):
     # naming the run on the command line is as good
     done = snakemake("-n", "--configfile", str(mine), "--config", "run=mine", cwd=tmp_path)
     assert "results/mine/" in done.stdout
+
+
+def test_a_planted_family_is_checked_for_what_it_needs_and_not_for_what_it_lacks():
+    config = load_merged("tiny")
+    config["models"] |= {"kind": "planted", "widths": [12, 20]}  # no attention heads: any width will do
+    config["training"]["eval_tokens"] = 10**9  # nothing is trained: the training keys are not checked
+    config["planted"] = {"features": 64, "held": [16, 24]}
+    check_config(settings_of(config))
+    config["planted"] = {"features": 64, "held": [16, 24, 32, 100], "importance_range": [2.0, 1.0]}
+    config["controls"] = {"untrained_null": True}
+    with pytest.raises(ConfigError) as refused:
+        check_config(settings_of(config))
+    lines = str(refused.value).splitlines()
+    assert len(lines) == 4, lines
+    assert "`planted.held` = [16, 24, 32, 100] has 4 entries but `models.widths` = [12, 20] has 2" in lines[0]
+    assert "`planted.held` has 100, more than the family's `planted.features` = 64" in lines[1]
+    assert "`planted.importance_range` = [2.0, 1.0]" in lines[2]
+    assert "`controls.untrained_null` is true but `models.kind` is planted" in lines[3]

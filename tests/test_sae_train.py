@@ -16,6 +16,7 @@ from safetensors.torch import load_file
 from featscale.config import Reading, SAESpec
 from featscale.data.sampler import heldout_windows
 from featscale.models.gpt import GPT, GPTConfig, save_model
+from featscale.models.source import GPTSource
 from featscale.saes.base import SparseAutoencoder
 from featscale.saes.evaluate import evaluate_sae
 from featscale.saes.train import ActivationBuffer, l1_coefficient, schedule
@@ -104,13 +105,13 @@ def test_the_buffer_is_the_same_every_time_and_skips_position_0(model_files, tin
 
     model = load_model(*model_files)
     tokens = zarr.open_group(str(tiny_store), mode="r")["train"]
-    buffer = ActivationBuffer(model, tokens, SAESpec.from_dict(SPEC), 0, torch.device("cpu"))
+    buffer = ActivationBuffer(GPTSource(model), tokens, SAESpec.from_dict(SPEC), 0, torch.device("cpu"))
     first = buffer.fill(3)
     assert first.shape == (48 * 31, 32)
-    assert torch.equal(first, ActivationBuffer(model, tokens, SAESpec.from_dict(SPEC), 0, torch.device("cpu")).fill(3))
+    assert torch.equal(first, ActivationBuffer(GPTSource(model), tokens, SAESpec.from_dict(SPEC), 0, torch.device("cpu")).fill(3))
     assert not torch.equal(first, buffer.fill(4))
     # position 0 (its activation is the same for a given first token) is left out
-    with_0 = ActivationBuffer(model, tokens, SAESpec.from_dict(SPEC | {"train_on_position_0": True}), 0, torch.device("cpu"))
+    with_0 = ActivationBuffer(GPTSource(model), tokens, SAESpec.from_dict(SPEC | {"train_on_position_0": True}), 0, torch.device("cpu"))
     assert with_0.tokens_per_buffer == 48 * 32
 
 
@@ -188,14 +189,14 @@ def test_the_ce_loss_score_is_1_for_a_perfect_sae_and_0_for_zero_ablation(model_
     model = load_model(*model_files)
     windows = heldout_windows(zarr.open_group(str(tiny_store), mode="r")["val"], 33 * 8, 32)
     for site in ("resid_pre", "mlp_out", "resid_post"):
-        perfect = evaluate_sae(model, _Perfect(32, zero=False), windows, Reading(1, site, 1, True), batch_size=4,
+        perfect = evaluate_sae(GPTSource(model), _Perfect(32, zero=False), windows, Reading(1, site, 1, True), batch_size=4,
                                device=torch.device("cpu"))
         assert perfect["ce_loss_score"] == pytest.approx(1.0, abs=1e-6) and perfect["kl_sae"] == pytest.approx(0, abs=1e-6)
         # against mean ablation too; replacing the site by its mean is another baseline than zeros
         assert perfect["ce_loss_score_mean"] == pytest.approx(1.0, abs=1e-6)
         assert perfect["ce_mean"] != perfect["ce_zero"]
         assert perfect["fvu"] == pytest.approx(0.0, abs=1e-9)
-        zero = evaluate_sae(model, _Oracle(32, zero=True), windows, Reading(1, site, 1, True), batch_size=4,
+        zero = evaluate_sae(GPTSource(model), _Oracle(32, zero=True), windows, Reading(1, site, 1, True), batch_size=4,
                             device=torch.device("cpu"))
         assert zero["ce_loss_score"] == pytest.approx(0.0, abs=1e-6) and zero["kl_score"] == pytest.approx(0.0, abs=1e-6)
         assert zero["ce_clean"] == perfect["ce_clean"] and zero["tokens"] == 8 * 31
@@ -209,5 +210,5 @@ def test_an_sae_whose_width_does_not_match_its_model_is_refused(model_files, tin
     wide = GPT(GPTConfig(**ARCH | {"width": 64}))
     windows = np.zeros((2, 33), dtype=np.int64)
     with pytest.raises(ValueError, match="d_in"):
-        evaluate_sae(wide, sae, windows, Reading(1, "resid_pre", 1, True), batch_size=2, device=torch.device("cpu"))
-    evaluate_sae(model, sae, windows, Reading(1, "resid_pre", 1, True), batch_size=2, device=torch.device("cpu"))
+        evaluate_sae(GPTSource(wide), sae, windows, Reading(1, "resid_pre", 1, True), batch_size=2, device=torch.device("cpu"))
+    evaluate_sae(GPTSource(model), sae, windows, Reading(1, "resid_pre", 1, True), batch_size=2, device=torch.device("cpu"))

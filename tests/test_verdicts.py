@@ -151,6 +151,14 @@ def test_claim_d_without_a_matched_spec_is_inconclusive_and_says_why():
     assert verdict.verdict == INCONCLUSIVE and "mechanically" in verdict.detail
 
 
+def test_without_a_feature_budget_claims_c_and_d_are_inconclusive_and_say_why():
+    budget = budget_claim(None, SETTINGS, confidence=0.95, seed=0)
+    assert budget.verdict == INCONCLUSIVE and "no language model" in budget.detail
+    widths = widths_with([np.nan] * 3, [500, 700, 900])  # a planted family: live latents, no N for recovery
+    more = more_features_claim(widths, "main", SETTINGS, recovery=0.9)
+    assert more.verdict == INCONCLUSIVE and "N for recovery is missing at every width" in more.detail
+
+
 # --- the talk beside this run ----------------------------------------------------------------
 
 

@@ -251,6 +251,17 @@ class ModelSettings(section("models", "The model family: every width at one dept
     def non_embedding_params(self, width: int) -> int:
         return non_embedding_params(self.n_layers, width)
 
+    @property
+    def planted(self) -> bool:
+        """A planted family (models.kind planted): no language model, features known."""
+        return self.kind == "planted"
+
+
+class PlantedSettings(section("planted", "A family whose features are known (models.kind planted).")):
+    def held_by_width(self, widths: Iterable[int]) -> dict[int, int]:
+        """{width: features its models hold}: `held` is listed in the order of models.widths."""
+        return dict(zip(widths, self.held, strict=True))
+
 
 TrainingSettings = section("training", "How every model is trained: the same tokens, schedule and budget.")
 
@@ -299,13 +310,15 @@ AnalysisSettings = section("analysis", "The study's statistics, fits and collaps
 BudgetSettings = section("feature_budget", "Losses when the spliced SAE may use only some of its latents.")
 ControlSettings = section("controls", "The nulls and ceilings that place each pair's universality.")
 VerdictSettings = section("verdicts", "The criteria that decide whether this run reproduces each claim of the talk.")
+TruthSettings = section("truth", "How a planted family's measurement is scored against its truth.")
 
 
 class Settings(section("", "The whole validated config.", data=DataSettings, tokenizer=TokenizerSettings,
-                       models=ModelSettings, training=TrainingSettings, saes=dict[str, SAESpec],
+                       models=ModelSettings, planted=PlantedSettings, training=TrainingSettings,
+                       saes=dict[str, SAESpec],
                        evaluation=EvaluationSettings, features=FeatureSettings, correlation=CorrelationSettings,
                        analysis=AnalysisSettings, feature_budget=BudgetSettings, controls=ControlSettings,
-                       verdicts=VerdictSettings)):
+                       truth=TruthSettings, verdicts=VerdictSettings)):
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> Settings:
         """From the config that the schema validated (and filled with defaults): `saes` holds the
@@ -357,6 +370,7 @@ class Settings(section("", "The whole validated config.", data=DataSettings, tok
             saes=self.saes, min_count=self.correlation.min_count, analysis=self.analysis,
             recovery=self.feature_budget.recovery, null_percentile=self.controls.null_percentile,
             corpus_source=self.data.source, tokenizer_kind=self.tokenizer.kind,
+            planted=self.planted if self.models.planted else None,
         )
 
     def model_names(self) -> list[str]:
@@ -389,6 +403,8 @@ class ReportSettings(Section):
     null_percentile: float
     corpus_source: str
     tokenizer_kind: str
+    planted: PlantedSettings | None
+    """The planted family's settings (models.kind planted), else None."""
 
 
 def spec_features(features: FeatureSettings, spec: SAESpec) -> FeatureSettings:
@@ -483,6 +499,7 @@ def check_config(
         *_check_models(settings),
         *_check_saes(settings),
         *_check_training(settings),
+        *_check_planted(settings),
     ]
     if problems:  # a check made once per SAE spec may find one problem several times
         raise ConfigError("\n".join(dict.fromkeys(problems)))
@@ -662,7 +679,7 @@ def _check_bounds(settings: Settings) -> Iterator[str]:
 def _check_models(settings: Settings) -> Iterator[str]:
     models = settings.models
     widths = list(models.widths)
-    for width in widths:
+    for width in widths if not models.planted else ():  # a planted family has no attention heads
         if width % models.head_size:
             yield (
                 f"config key `models.widths` has {width}, which is not divisible by "
@@ -684,6 +701,8 @@ def _check_models(settings: Settings) -> Iterator[str]:
 
 
 def _check_training(settings: Settings) -> Iterator[str]:
+    if settings.models.planted:
+        return  # nothing is trained
     training, context = settings.training, settings.models.context
     batch = training.batch_tokens
     evaluation_tokens = settings.evaluation.tokens
@@ -777,3 +796,23 @@ def _check_saes(settings: Settings) -> Iterator[str]:
                 f"config key `{key}.tokens` = {spec.tokens:,} is less than one batch "
                 f"(`{key}.batch_tokens` = {spec.batch_tokens:,}): raise it."
             )
+
+
+def _check_planted(settings: Settings) -> Iterator[str]:
+    if not settings.models.planted:
+        return
+    planted, widths = settings.planted, list(settings.models.widths)
+    if len(planted.held) != len(widths):
+        yield (f"config key `planted.held` = {list(planted.held)} has {len(planted.held)} entries but `models.widths` = "
+               f"{widths} has {len(widths)}: give how many features each width holds, in the order of the widths.")
+    for count in planted.held:
+        if count > planted.features:
+            yield (f"config key `planted.held` has {count}, more than the family's `planted.features` = "
+                   f"{planted.features}: a model holds some of the family's features; lower it or raise features.")
+    low, high = planted.importance_range
+    if not low < high:
+        yield (f"config key `planted.importance_range` = {list(planted.importance_range)} is not [lowest, highest] with "
+               f"lowest < highest: e.g. [0.5, 4.0].")
+    if settings.controls.untrained_null:
+        yield ("config key `controls.untrained_null` is true but `models.kind` is planted: a planted family is never "
+               "trained, so it has no untrained model; set it false.")

@@ -19,6 +19,7 @@ rule feature_browser:
         min_count=SETTINGS.correlation.min_count,
         analysis=SETTINGS.analysis.to_dict(),
         run_seed=SETTINGS.seed,
+        planted=PLANTED,
     threads: 1
     resources:
         mem_mb=4000,

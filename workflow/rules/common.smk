@@ -56,6 +56,12 @@ RESULTS = f"results/{SETTINGS.run}"
 # the study's models; the untrained null models (w<width>-init) are controls only, never in here
 MODELS = SETTINGS.model_names()
 SAES = list(SETTINGS.saes)
+# a family with known features instead of trained language models (docs/planted.md)
+PLANTED = SETTINGS.models.planted
+# torch threads of the jobs that read a model: a planted family's SAEs are small (widths of tens, hundreds
+# of latents), where a second thread only waits on the first (ten times slower on a busy 2-core machine):
+# one thread each, and as many jobs at once as there are cores
+TORCH_THREADS = 1 if PLANTED else 2
 
 
 wildcard_constraints:
@@ -67,6 +73,7 @@ wildcard_constraints:
 TOKENIZER = f"{RESULTS}/data/tokenizer.json"
 TOKENS = f"{RESULTS}/data/tokens.zarr"
 EMBEDDED_ARCHIVE = f"{RESULTS}/data/corpus/embedded.tar.gz"
+TRUTH = f"{RESULTS}/planted/truth.zarr"
 
 
 def corpus_archive(wildcards):
@@ -111,6 +118,34 @@ def gpu_job_mem_mb(wildcards):
 def train_sae_runtime(wildcards):
     """Minutes asked of the scheduler for one SAE: 1 h plus 1 h per 250M training tokens."""
     return 60 + int(60 * SETTINGS.sae_spec(wildcards.sae).tokens / 250e6)
+
+
+def model_inputs(wildcards):
+    """The inputs that stand for model {model} where it is read: a trained GPT's weights and config,
+    or, in a planted run, the family's truth store (featscale.models.source.load_source tells them
+    apart by name)."""
+    if PLANTED:
+        return {"truth": TRUTH}
+    return {"model_weights": expand(rules.train_model.output.weights, model=wildcards.model)[0],
+            "model_config": expand(rules.train_model.output.config, model=wildcards.model)[0]}
+
+
+def model_artifacts():
+    """What stands for the study's models: each trained GPT's final.json, or the planted family's truth."""
+    return [TRUTH] if PLANTED else expand(rules.train_model.output.final, model=MODELS)
+
+
+def budget_paths(sae, output="table"):
+    """Each model's feature-budget table (or its per-window losses) of spec `sae`; none for a planted
+    family, which has no language model to lose loss."""
+    return [] if PLANTED else expand(getattr(rules.feature_budget.output, output), model=MODELS, sae=sae)
+
+
+def truth_tables(wildcards):
+    """The truth-scoring tables of every spec, named as rule score_truth names them; none unless planted."""
+    if not PLANTED:
+        return {}
+    return {name: expand(path, sae=SAES) for name, path in rules.score_truth.output.items()}
 
 
 def model_pairs():

@@ -53,8 +53,8 @@ rule tokenize_corpus:
         run_seed=SETTINGS.seed,
         needs={
             "context": SETTINGS.models.context,
-            # the feature budget reads the first val tokens too
-            "evaluation_tokens": max(SETTINGS.evaluation.tokens, SETTINGS.feature_budget.tokens),
+            # the feature budget reads the first val tokens too (a language model's: a planted family has none)
+            "evaluation_tokens": max(SETTINGS.evaluation.tokens, 0 if PLANTED else SETTINGS.feature_budget.tokens),
             # random train windows (the authors' choice) need only one window of the train split
             "features_tokens": SETTINGS.analysis_tokens_needed(),
         },

@@ -3,9 +3,8 @@
 
 rule encode_features:
     input:
+        unpack(model_inputs),
         tokens=rules.tokenize_corpus.output[0],
-        model_weights=rules.train_model.output.weights,
-        model_config=rules.train_model.output.config,
         sae_weights=rules.train_sae.output.weights,
         sae_config=rules.train_sae.output.config,
     output:
@@ -15,7 +14,7 @@ rule encode_features:
         features=lambda wildcards: SETTINGS.features_for(wildcards.sae).to_dict(),
         run_seed=SETTINGS.seed,
         device=SETTINGS.training.device,
-    threads: 2
+    threads: TORCH_THREADS
     resources:
         gpu=1,
         mem_mb=gpu_job_mem_mb,

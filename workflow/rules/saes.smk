@@ -1,11 +1,11 @@
-# One SAE per model and SAE spec, trained on the model's activations made on the fly.
+# One SAE per model and SAE spec, trained on the model's activations made on the fly (a trained
+# GPT's, or a planted family's: model_inputs).
 
 
 rule train_sae:
     input:
+        unpack(model_inputs),
         tokens=rules.tokenize_corpus.output[0],
-        model_weights=rules.train_model.output.weights,
-        model_config=rules.train_model.output.config,
     output:
         # SAELens's two files, in the SAE's folder
         weights=f"{RESULTS}/saes/{{model}}/{{sae}}/{names.SAE_WEIGHTS_FILENAME}",
@@ -17,9 +17,9 @@ rule train_sae:
         device=SETTINGS.training.device,
         checkpoints=lambda wildcards: f"{RESULTS}/checkpoints/saes/{wildcards.model}/{wildcards.sae}",
         # the model SAELens' metadata name (not an input: the SAE is trained without it); the
-        # untrained null models are never exported
-        model_export=lambda wildcards: None if names.is_untrained(wildcards.model) else hf_export_path(wildcards.model),
-    threads: 2
+        # untrained null models and a planted family are never exported
+        model_export=lambda wildcards: None if PLANTED or names.is_untrained(wildcards.model) else hf_export_path(wildcards.model),
+    threads: TORCH_THREADS
     resources:
         gpu=1,
         mem_mb=gpu_job_mem_mb,
@@ -36,9 +36,8 @@ rule train_sae:
 
 rule evaluate_sae:
     input:
+        unpack(model_inputs),
         tokens=rules.tokenize_corpus.output[0],
-        model_weights=rules.train_model.output.weights,
-        model_config=rules.train_model.output.config,
         sae_weights=rules.train_sae.output.weights,
         sae_config=rules.train_sae.output.config,
     output:
@@ -48,7 +47,7 @@ rule evaluate_sae:
         evaluation_tokens=SETTINGS.evaluation.tokens,
         batch_size=SETTINGS.training.micro_batch,
         device=SETTINGS.training.device,
-    threads: 2
+    threads: TORCH_THREADS
     resources:
         gpu=1,
         mem_mb=gpu_job_mem_mb,

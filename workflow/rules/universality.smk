@@ -42,7 +42,7 @@ rule universality:
 rule width_summary:
     input:
         evaluations=lambda wildcards: expand(rules.evaluate_sae.output[0], model=MODELS, sae=wildcards.sae),
-        budgets=lambda wildcards: expand(rules.feature_budget.output.table, model=MODELS, sae=wildcards.sae),
+        budgets=lambda wildcards: budget_paths(wildcards.sae),
         census=rules.universality.output.census,
     output:
         losses=analysis_path("losses.csv"),
@@ -74,7 +74,7 @@ rule figures:
         widths=rules.width_summary.output.widths,
         scaling=rules.width_summary.output.scaling,
         scaling_fits=rules.width_summary.output.scaling_fits,
-        model_metrics=expand(rules.train_model.output.metrics, model=MODELS),
+        model_metrics=[] if PLANTED else expand(rules.train_model.output.metrics, model=MODELS),  # a planted family trains none
         sae_metrics=lambda wildcards: expand(rules.train_sae.output.metrics, model=MODELS, sae=wildcards.sae),
     output:
         grid=report(
@@ -145,7 +145,7 @@ rule verdicts:
         pairs=rules.universality.output.pairs,
         points=rules.universality.output.points,
         controls=rules.universality.output.controls,
-        budget_windows=lambda wildcards: expand(rules.feature_budget.output.windows, model=MODELS, sae=wildcards.sae),
+        budget_windows=lambda wildcards: budget_paths(wildcards.sae, "windows"),
         matched_widths=lambda wildcards: matched_widths(wildcards.sae),
     output:
         verdicts=analysis_path("verdicts.csv"),
@@ -169,6 +169,7 @@ rule verdicts:
 
 rule study_report:
     input:
+        unpack(truth_tables),  # a planted family's measurement scored against its truth
         pairs=expand(rules.universality.output.pairs, sae=SAES),
         points=expand(rules.universality.output.points, sae=SAES),
         census=expand(rules.universality.output.census, sae=SAES),

@@ -22,6 +22,7 @@ Read top to bottom:
     scaling_law                   L = (N_c / N)^alpha, clean and spliced
     null_distributions            max similarity of real latents against a null
     training_curves               models' train and val loss, SAEs' loss, L0 and dead latents, by tokens
+    not_measured                  a figure's place when the run could not measure it (no language model)
 """
 
 from __future__ import annotations
@@ -701,9 +702,11 @@ def build_training_curves(models: pd.DataFrame, saes: pd.DataFrame) -> Figure:
 
     models: DataFrame with columns model, tokens, train_loss, val_loss (NaN between evaluations),
     the models' metrics.csv stacked; saes: columns model (the model the SAE reads), tokens, mse,
-    sparsity_loss, aux_loss, l0, dead_fraction, the SAEs' metrics.csv stacked.
+    sparsity_loss, aux_loss, l0, dead_fraction, the SAEs' metrics.csv stacked. `models` empty (a
+    planted family trains no model): the model-loss panel says so.
     """
-    _require(models, MODEL_METRICS, "models")
+    if len(models):
+        _require(models, MODEL_METRICS, "models")
     _require(saes, SAE_METRICS, "saes")
     names = _ordered_models([*models["model"], *saes["model"]])
     styles = _width_styles(names)
@@ -736,7 +739,11 @@ def build_training_curves(models: pd.DataFrame, saes: pd.DataFrame) -> Figure:
             ax.yaxis.set_major_formatter(LogFormatter(minor_thresholds=(2, 0.5)))
             ax.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
         dead.set_ylim(-0.02, max(0.1, float(saes["dead_fraction"].max()) * 1.1) if len(saes) else 1.0)
-        loss.legend(title="model (thin: train; dots: val)", fontsize="x-small", title_fontsize="x-small")
+        if len(models):
+            loss.legend(title="model (thin: train; dots: val)", fontsize="x-small", title_fontsize="x-small")
+        else:
+            loss.text(0.5, 0.5, "no model trained\n(a planted family)", ha="center", va="center", color="0.4",
+                      transform=loss.transAxes)
         sae_loss.legend(title="SAE of", fontsize="x-small", title_fontsize="x-small")
         figure.suptitle("Training curves")
     return figure
@@ -754,7 +761,26 @@ def stacked_metrics(paths: Iterable[str | Path], levels_up: int) -> pd.DataFrame
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["model", "tokens"])
 
 
+# --- what a run could not measure ------------------------------------------------------------
+
+
+def build_not_measured(title: str, why: str) -> Figure:
+    """A figure's title and, in its place, why this run has nothing to draw."""
+    with _new_figure(figsize=(5.5, 2.0)) as (figure, ax):
+        ax.set_axis_off()
+        ax.set_title(title)
+        ax.text(0.5, 0.5, why, ha="center", va="center", wrap=True, color="0.4", transform=ax.transAxes)
+    return figure
+
+
+def not_measured(path: str | Path, title: str, why: str) -> Path:
+    """Draw `build_not_measured` to `path` (PNG); return the path."""
+    return save_figure(build_not_measured(title, why), path)
+
+
 # --- the rule --------------------------------------------------------------------------------
+
+NO_LOSS = "not measured: a planted family has no language model,\nso no next-token loss"
 
 
 def run_figures(inputs: Mapping[str, Any], outputs: Mapping[str, str | Path]) -> None:
@@ -778,7 +804,15 @@ def run_figures(inputs: Mapping[str, Any], outputs: Mapping[str, str | Path]) ->
                           reference_lines=ceilings)
     write_atomically(outputs["nulls"], lambda folder: _null_figures(points, ceilings, folder))
     write_atomically(outputs["pairs"], lambda folder: _pair_figures(points, pairs, ceilings, folder))
+    features_by_width(pd.read_csv(inputs["widths"]), outputs["widths"])
+    training_curves(stacked_metrics(inputs["model_metrics"], 1), stacked_metrics(inputs["sae_metrics"], 2),
+                    outputs["training"])
     losses = pd.read_csv(inputs["losses"])
+    if losses["clean"].isna().all():  # no language model: no loss, no budget, no scaling law
+        for name, title in (("losses", "Reconstructed losses"), ("budget", "Loss at a fixed number of features"),
+                            ("ablation", "Zero-ablating latents"), ("scaling", "Scaling law: L = (N_c / N)^α")):
+            not_measured(outputs[name], title, NO_LOSS)
+        return
     reconstructed_losses(losses, outputs["losses"])
     budget = pd.read_csv(inputs["budget"])
     keep = budget[budget["kind"] == "keep"].copy()
@@ -787,11 +821,8 @@ def run_figures(inputs: Mapping[str, Any], outputs: Mapping[str, str | Path]) ->
     keep["clean_loss"] = keep["model"].map(baselines["clean"])
     feature_budget_curves(keep, outputs["budget"])
     ablation_curves(budget[budget["kind"].isin(ABLATION_KINDS)], outputs["ablation"])
-    features_by_width(pd.read_csv(inputs["widths"]), outputs["widths"])
     fits = scaling_fits_from_json(json.loads(Path(inputs["scaling_fits"]).read_text()))
     scaling_law(pd.read_csv(inputs["scaling"]), fits, outputs["scaling"])
-    training_curves(stacked_metrics(inputs["model_metrics"], 1), stacked_metrics(inputs["sae_metrics"], 2),
-                    outputs["training"])
 
 
 def _null_figures(points: pd.DataFrame, ceilings: Mapping[tuple[str, str], float], folder: Path) -> None:

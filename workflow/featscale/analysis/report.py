@@ -19,7 +19,7 @@ import pandas as pd
 from featscale.analysis.tables import DENSE_FREQUENCY, SHRUNK_DECODER, pair_r_table
 from featscale.analysis.talk import TALK_ALPHA
 from featscale.analysis.verdicts import row_slope, width_cells
-from featscale.config import FeatureSettings, ReportSettings, SAESpec, spec_features
+from featscale.config import FeatureSettings, PlantedSettings, ReportSettings, SAESpec, spec_features
 from featscale.io import write_text
 from featscale.names import ordered, width_of
 
@@ -150,6 +150,8 @@ def _pair(frame: pd.DataFrame, index: Any) -> str:
 
 def budget_findings(budget: pd.DataFrame, widths: pd.DataFrame, recovery: float) -> list[str]:
     """Sentences on feature budgets: is the wider model's loss lower at every N? top vs random ablation."""
+    if budget.empty:
+        return [f"Not measured: {NO_LANGUAGE_MODEL}."]
     lines = []
     keep = budget[budget["kind"] == "keep"]
     models = _order(keep["model"].unique())
@@ -269,13 +271,29 @@ def with_intervals(pairs: pd.DataFrame, names: Sequence[str], digits: int = 4) -
     return shown
 
 
-def scaling_findings(fits: Mapping[str, Mapping[str, float]]) -> list[str]:
+def scaling_findings(fits: Mapping[str, Mapping[str, float]], losses: pd.DataFrame) -> list[str]:
+    if losses["clean"].isna().all():
+        return [f"No scaling law: {NO_LANGUAGE_MODEL}."]
     lines = []
     for name, fit in fits.items():
         lines.append(f"{name.capitalize()} loss: L = (N_c/N)^α with α = {fit['alpha']:.4f} "
                      f"(± {fit['alpha_error']:.4f}), N_c = {fit['n_c']:.3g}, R² = {fit['r_squared']:.3f}; "
                      f"the authors found α ≈ {TALK_ALPHA[name]}.")
     return lines or ["Fewer than two widths: no scaling fit."]
+
+
+NO_LANGUAGE_MODEL = "a planted family has no language model, so no next-token loss (CE loss, feature budget)"
+
+
+def models_deviation(settings: ReportSettings) -> str:
+    """What this run's models are, against the authors' nanoGPT models."""
+    models = settings.models
+    if settings.planted is not None:
+        return (f"a planted family of {settings.planted.features:,} known features (no language model: "
+                f"docs/planted.md); the {settings.corpus_source} corpus's {settings.tokenizer_kind} tokens, windows "
+                f"of {models.context}, only index its draws")
+    return (f"{settings.corpus_source} corpus, {settings.tokenizer_kind} tokenizer, context {models.context}, "
+            f"{models.n_layers} layers (with biases)")
 
 
 def deviations(settings: ReportSettings) -> pd.DataFrame:
@@ -341,8 +359,7 @@ def deviations(settings: ReportSettings) -> pd.DataFrame:
         ("SAE training tokens", "pre-tokenized OpenWebText rows, first 512 tokens each, in file order, "
          "SAELens's mixing buffer", "seeded random windows of the train split, shuffled buffers", "no"),
         ("corpus and models", "OpenWebText, GPT-2 tokenizer, context 512, 8 layers (nanoGPT: vocabulary 50,304, "
-         "no biases)", f"{settings.corpus_source} corpus, {settings.tokenizer_kind} tokenizer, context "
-         f"{settings.models.context}, {settings.models.n_layers} layers (with biases)", "data, tokenizer, models"),
+         "no biases)", models_deviation(settings), "data, tokenizer, models"),
         ("the talk's r table", "its row and column labels are reversed against the authors' figure",
          "compared with both readings", "-"),
     ]
@@ -350,6 +367,76 @@ def deviations(settings: ReportSettings) -> pd.DataFrame:
     frame = [[what, authors, *(ours if isinstance(ours, list) else [ours] * len(specs)), switch]
              for what, authors, ours, switch in rows]
     return pd.DataFrame(frame, columns=columns)
+
+
+def planted_section(planted: PlantedSettings, tables: Mapping[str, Mapping[str, Path]]) -> list[str]:
+    """The measurement of a planted family against its truth (rule score_truth), spec by spec: verdict
+    (a) against the planted relation, SAE recovery, universality, and the count of features per width."""
+    strength = planted.sharing_strength
+    relation = ("sharing rises with importance" if strength > 0 else "sharing is independent of importance")
+    lowest = planted.max_frequency * planted.features ** -planted.frequency_exponent
+    low, high = planted.importance_range
+    lines = ["## Planted features: the measurement against the truth", "",
+             f"This run's models are a planted family (docs/planted.md): {planted.features:,} known features, each "
+             f"firing with probability {lowest:.3g} to {planted.max_frequency:g} per token (a power law of exponent "
+             f"{planted.frequency_exponent:g}) with a magnitude around its importance (log-uniform in [{low:g}, "
+             f"{high:g}], ± {planted.magnitude_spread:.0%}), each model holding some of them in superposition plus "
+             f"noise of {planted.noise:g} per dimension. Planted: **{relation}** (sharing strength σ = {strength:g}). "
+             "The chain from train_sae to the verdicts ran as for trained models; here it meets the truth.", ""]
+    for sae, paths in tables.items():
+        summary = json.loads(Path(paths["truth_summary"]).read_text())
+        pairs, widths = pd.read_csv(paths["truth_pairs"]), pd.read_csv(paths["truth_widths"])
+        bins = pd.read_csv(paths["truth_recovery_bins"])
+        rho, partial, r = (summary[key] for key in ("spearman_rho", "partial_r", "pearson_r"))
+        lines += [f"### SAE spec `{sae}`", "",
+                  f"**Claim (a) against the truth.** Planted: {relation}; over each source's features, the planted "
+                  f"Spearman ρ of importance and being held by the target runs from {summary['planted_rho'][0]:.3f} "
+                  f"to {summary['planted_rho'][1]:.3f}. Measured (collapsed clusters masked): r {r[0]:.3f} to "
+                  f"{r[1]:.3f}, ρ {rho[0]:.3f} to {rho[1]:.3f}, partial r {partial[0]:.3f} to {partial[1]:.3f}. "
+                  f"The report's verdict (a): **{summary['verdict']}** ({summary['verdict_measured']}): "
+                  f"**{summary['assessment']}**.", ""]
+        lines += ["- Pair by pair, each decided as verdict (a) decides it (ρ and partial r against their thresholds): "
+                  + "; ".join(f"{row.source} → {row.target} {row.criterion} ({row.against_truth})"
+                              for row in pairs.itertuples()) + "."]
+        lines += [f"- Where the measured relation comes from: within latents whose feature the target holds, "
+                  f"ρ(importance, max similarity) runs from {pairs['rho_within_shared'].min():.3f} to "
+                  f"{pairs['rho_within_shared'].max():.3f}; within latents whose feature it does not hold, from "
+                  f"{pairs['rho_within_not_shared'].min():.3f} to {pairs['rho_within_not_shared'].max():.3f}; "
+                  f"between importance and being shared, from {pairs['rho_importance_shared'].min():.3f} to "
+                  f"{pairs['rho_importance_shared'].max():.3f}.", ""]
+        shares = summary["recovered_share"]
+        counts = widths.set_index("model")
+        lines += ["**SAE recovery.** A planted feature is recovered when some decoder row has cosine ≥ "
+                  f"{_threshold(paths)} with its direction: " + ", ".join(
+                      f"{model} {shares[model]:.0%} ({counts.loc[model, 'recovered']:.0f} of "
+                      f"{counts.loc[model, 'planted']:.0f})" for model in counts.index) + ". By quantile bin of "
+                  "the family's firing frequency and importance (lowest first), the share recovered:", ""]
+        for binned_by in ("frequency", "importance"):
+            chosen = bins[bins["binned_by"] == binned_by].sort_values("bin", kind="stable")
+            ranges = {row.bin: f"{binned_by} {row.low:.3g}–{row.high:.3g}" for row in chosen.itertuples()}
+            table = chosen.pivot(index="model", columns="bin", values="share_recovered").rename(columns=ranges)
+            table = table.loc[list(dict.fromkeys(bins["model"])), [ranges[b] for b in sorted(ranges)]]
+            lines += [markdown_table(table.reset_index(), digits=2), ""]
+        lines += ["**Universality against the truth.** Each counted source latent stands for the planted feature its "
+                  "decoder row matches (cosine at the recovery threshold or more; `assigned` of `latents`); AUC: "
+                  "the chance that a latent whose feature the target holds has a higher measured max similarity "
+                  "than one whose feature it does not (1: universality separates them perfectly, 0.5: not at all); "
+                  f"mean AUC {summary['auc_mean']:.3f}, lowest {summary['auc_min']:.3f}.", "",
+                  markdown_table(with_intervals(pairs, ["auc", "spearman_rho", "partial_r"], digits=3)[[
+                      "source", "target", "latents", "assigned", "shared", "not_shared", "auc",
+                      "mean_max_similarity_shared", "mean_max_similarity_not_shared", "planted_rho", "spearman_rho",
+                      "partial_r", "rho_within_shared"]], digits=3), ""]
+        tracked = summary["tracks_planted_count"]
+        lines += ["**More features with width.** The planted count per model beside every measure the report uses "
+                  "(N for recovery needs a feature budget, hence a language model: `-`):", "",
+                  markdown_table(widths), "",
+                  "Orders the widths as the planted count does: " + ", ".join(
+                      f"{column} {answer}" for column, answer in tracked.items()) + ".", ""]
+    return lines
+
+
+def _threshold(paths: Mapping[str, Path]) -> str:
+    return f"{json.loads(Path(paths['truth_summary']).read_text())['recovered_cosine']:g}"
 
 
 VERDICT_MARK = {"reproduced": "✅ reproduced", "not reproduced": "❌ not reproduced", "inconclusive": "❔ inconclusive"}
@@ -384,9 +471,15 @@ def write_study_report(
     out = Path(out)
     lines = [f"# How features change with width: run `{settings.run}`", ""]
     models, features = settings.models, settings.features
-    lines += [f"Models: widths {', '.join(map(str, sorted(models.widths)))}, {models.n_layers} layers, "
-              f"context {models.context}, {settings.training_tokens:,} training tokens each. "
-              f"Features: {features.tokens:,} tokens of the {features.split} split.", ""]
+    if settings.planted is None:
+        lines += [f"Models: widths {', '.join(map(str, sorted(models.widths)))}, {models.n_layers} layers, "
+                  f"context {models.context}, {settings.training_tokens:,} training tokens each. "
+                  f"Features: {features.tokens:,} tokens of the {features.split} split.", ""]
+    else:
+        lines += [f"Models: a planted family (`models.kind: planted`, docs/planted.md) of widths "
+                  f"{', '.join(map(str, sorted(models.widths)))}, whose features are known: no language model is "
+                  f"trained, so there is no CE loss, feature budget or scaling law. Features: {features.tokens:,} "
+                  f"tokens of the {features.split} split.", ""]
     lines += ["## Does this run reproduce the talk?", "",
               "Each claim of the talk (S. Shehper, \"What Makes Larger Models Better? A Features' Perspective\", "
               "2025; code: github.com/shehper/feature_universality), decided by a criterion fixed in the config "
@@ -395,6 +488,8 @@ def write_study_report(
     for sae, paths in tables.items():
         lines += reproduction_section(sae, pd.read_csv(paths["verdicts"]), pd.read_csv(paths["talk_comparison"]),
                                       json.loads(Path(paths["scaling_fits"]).read_text()))
+    if settings.planted is not None:
+        lines += planted_section(settings.planted, tables)
     for sae, paths in tables.items():
         spec = settings.saes[sae]
         pairs = pd.read_csv(paths["pairs"])
@@ -409,6 +504,9 @@ def write_study_report(
         lines += [f"## SAE spec `{sae}`: {spec.architecture}, {spec.n_latents:,} latents at "
                   f"layer {spec.layer} {spec.site}", ""]
         lines += ["### SAE quality (held-out val tokens)", "", markdown_table(losses.drop(columns="width")), ""]
+        if losses["clean"].isna().all():
+            lines += [f"No CE loss or CE-loss score (`-`): {NO_LANGUAGE_MODEL}; FVU, L0, dead and dense are "
+                      "measured as for a language model.", ""]
         lines += ["### Importance against universality", "",
                   "Pearson r(relative importance, max similarity), rows: source, columns: target; "
                   "bootstrap intervals over latents. All counted latents:", "",
@@ -429,7 +527,7 @@ def write_study_report(
                                                budget_findings(budget, widths, settings.recovery)]
         lines += ["", "### Do wider models store more features?", "", markdown_table(widths), ""]
         lines += [f"- {line}" for line in width_findings(widths, spec.architecture)] + [""]
-        lines += ["### Scaling", ""] + [f"- {line}" for line in scaling_findings(fits)] + [""]
+        lines += ["### Scaling", ""] + [f"- {line}" for line in scaling_findings(fits, losses)] + [""]
         lines += ["### Controls", "", "Per ordered pair (kind pair, or model_seed for a same-width seed "
                   "replicate): r, the real mean max similarity, the mean of each null (null_*: shifted tokens; "
                   "untrained_*: the SAE of an untrained model of the target's width) and the share of latents above "
@@ -448,17 +546,20 @@ def write_study_report(
 
 TABLES = ("pairs", "points", "census", "controls", "losses", "widths", "scaling_fits", "budget", "verdicts",
           "talk_comparison")
+# a planted family's (rule score_truth): absent from other runs' inputs
+TRUTH_TABLES = ("truth_recovery_bins", "truth_pairs", "truth_widths", "truth_summary")
 
 
 def run_study_report(inputs: Mapping[str, Sequence[str | Path]], out: str | Path, settings: ReportSettings) -> None:
     """Rule study_report: report.md from the tables of every SAE spec.
 
-    `inputs`: for each of TABLES a list of paths, one per spec, each in the spec's own folder
-    (analysis/{sae}/), and `figures`: a figure in each spec's figures folder (figures/{sae}/).
+    `inputs`: for each of TABLES (and, for a planted family, TRUTH_TABLES) a list of paths, one per
+    spec, each in the spec's own folder (analysis/{sae}/), and `figures`: a figure in each spec's
+    figures folder (figures/{sae}/).
     """
     tables: dict[str, dict[str, Path]] = {sae: {} for sae in settings.saes}
-    for name in TABLES:
-        for path in map(Path, inputs[name]):
+    for name in (*TABLES, *TRUTH_TABLES):
+        for path in map(Path, inputs.get(name, ())):
             tables[path.parent.name][name] = path
     for path in map(Path, inputs["figures"]):
         tables[path.parent.name]["figures"] = path.parent

@@ -75,7 +75,8 @@ def fit_scaling_law(n_params: np.ndarray, loss: np.ndarray) -> ScalingLawFit:
 
 
 def scaling_table(losses: pd.DataFrame, n_layers: int) -> tuple[pd.DataFrame, dict[str, ScalingLawFit]]:
-    """N = 12·layers·width² per model, and L = (N_c/N)^α fitted to clean and spliced loss."""
+    """N = 12·layers·width² per model, and L = (N_c/N)^α fitted to clean and spliced loss (when every
+    model has one: a planted family has no loss, hence no fit)."""
     points = pd.DataFrame({
         "model": losses["model"],
         "n_params": [non_embedding_params(n_layers, w) for w in losses["width"]],
@@ -83,7 +84,7 @@ def scaling_table(losses: pd.DataFrame, n_layers: int) -> tuple[pd.DataFrame, di
         "spliced_loss": losses["spliced"],
     })
     fits = {}
-    if points["n_params"].nunique() >= 2:
+    if points["n_params"].nunique() >= 2 and np.isfinite(points[["clean_loss", "spliced_loss"]].to_numpy(float)).all():
         fits = {
             name: fit_scaling_law(points["n_params"].to_numpy(), points[f"{name}_loss"].to_numpy())
             for name in ("clean", "spliced")

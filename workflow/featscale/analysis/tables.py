@@ -388,19 +388,24 @@ def fraction_above_null(real: np.ndarray, null: np.ndarray, frequency: np.ndarra
 # ---------------------------------------------------------------- per width
 
 
+LOSS_COLUMNS = {"clean": "ce_clean", "spliced": "ce_sae", "zero": "ce_zero", "mean": "ce_mean",
+                "ce_loss_score": "ce_loss_score", "ce_loss_score_mean": "ce_loss_score_mean", "kl_score": "kl_score"}
+BUDGET_COLUMNS = ("model", "kind", "percent", "n_features", "draw", "loss", "tokens_sha256")
+
+
 def loss_table(evaluations: Sequence[str | Path]) -> pd.DataFrame:
     """Clean, SAE-spliced and zero-ablated val loss and the SAE's quality measures per model
-    (each eval.json names its model)."""
+    (each eval.json names its model). A model without a language model (a planted family) has no
+    losses: NaN there."""
     results = [json.loads(Path(path).read_text()) for path in evaluations]
     rows = []
     for result in sorted(results, key=lambda result: parse_model_name(result["model"])):
         model = result["model"]
         rows.append({
             "model": model, "width": width_of(model),
-            "clean": result["ce_clean"], "spliced": result["ce_sae"], "zero": result["ce_zero"],
-            "mean": result["ce_mean"], "ce_loss_score": result["ce_loss_score"],
-            "ce_loss_score_mean": result["ce_loss_score_mean"], "kl_score": result["kl_score"], "fvu": result["fvu"],
-            "l0": result["l0"], "dead_fraction": result["dead_fraction"], "dense_fraction": result["dense_fraction"],
+            **{column: result.get(key, np.nan) for column, key in LOSS_COLUMNS.items()},
+            "fvu": result["fvu"], "l0": result["l0"], "dead_fraction": result["dead_fraction"],
+            "dense_fraction": result["dense_fraction"],
         })
     return pd.DataFrame(rows)
 
@@ -512,10 +517,12 @@ def run_width_summary(
 ) -> None:
     """Rule width_summary: losses, budgets, per-width measures and the scaling law of one SAE spec.
 
-    `inputs`: evaluations (eval.json per model), budgets (CSV per model), census (latents.csv).
+    `inputs`: evaluations (eval.json per model), budgets (CSV per model; none for a planted family,
+    which has no language model: the budget table is then empty), census (latents.csv).
     """
     losses = loss_table(inputs["evaluations"])
-    budget = pd.concat([pd.read_csv(path) for path in inputs["budgets"]], ignore_index=True)
+    frames = [pd.read_csv(path) for path in inputs["budgets"]]
+    budget = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=BUDGET_COLUMNS)
     widths = width_table(pd.read_csv(inputs["census"]), losses, budget, recovery)
     scaling, fits = scaling_table(losses, n_layers)
     for name, frame in (("losses", losses), ("budget", budget), ("widths", widths), ("scaling", scaling)):

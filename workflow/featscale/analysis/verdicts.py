@@ -31,6 +31,8 @@ from featscale.io import write_frame
 from featscale.names import ordered, parse_model_name, width_of
 
 REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE = "reproduced", "not reproduced", "inconclusive"
+NO_BUDGET = ("a planted family has no language model, so no next-token loss at N latents (the feature budget) "
+             "was measured")
 PASS, FAIL, UNCLEAR = "pass", "fail", "unclear"
 
 
@@ -188,16 +190,19 @@ def width_of_count(points: pd.DataFrame) -> int:
 # --- (c) -------------------------------------------------------------------------------------
 
 
-def budget_claim(windows: pd.DataFrame, settings: VerdictSettings, confidence: float, seed: int) -> Verdict:
+def budget_claim(windows: pd.DataFrame | None, settings: VerdictSettings, confidence: float, seed: int) -> Verdict:
     """(c) per adjacent pair of widths (first seeds): ΔL(N) = L_narrow(N) − L_wide(N) on the same
     windows, bootstrapped over windows (paired); the wider model must be lower at every N (ΔL
-    above min_budget_gap) and the gap must grow with N (slope of ΔL on ln N above min_gap_slope)."""
+    above min_budget_gap) and the gap must grow with N (slope of ΔL on ln N above min_gap_slope).
+    `windows` None: no feature budget was measured (a planted family has no language model)."""
     statement = ("A wider model is better at every number N of features kept, and the gap grows as more "
                  "features are packed in.")
     criterion = (f"per adjacent pair of widths, on the keep-top-N curve (the same val windows): ΔL(N) = L_narrow − "
                  f"L_wide > {settings.min_budget_gap} nats at every N, and the slope of ΔL against ln N > "
                  f"{settings.min_gap_slope} nats, each with its whole {confidence:.0%} bootstrap interval over "
                  f"windows; not reproduced if either interval lies below")
+    if windows is None:
+        return Verdict("(c)", statement, criterion, "no feature budget in this run", INCONCLUSIVE, NO_BUDGET)
     keep = windows[windows["kind"] == "keep"]
     models = [model for model in ordered(keep["model"].unique()) if parse_model_name(model)[1] == 0]  # first seeds
     if len(models) < 2:
@@ -248,6 +253,8 @@ def more_features_claim(widths: pd.DataFrame | None, matched: str | None, settin
                        INCONCLUSIVE, "at one shared L1 coefficient, L0 and live latents grow with width mechanically "
                        "(inputs are scaled to norm √d); add a TopK spec and name it in verdicts.matched_spec")
     table = widths[[parse_model_name(model)[1] == 0 for model in widths["model"]]].sort_values("width")
+    detail = ("N for recovery is missing at every width: no feature budget was measured (a planted family has no "
+              "language model), or the full SAE recovers no loss" if table["n_for_recovery_mean"].isna().all() else "")
     sides, measured = [], []
     for column, label in (("n_for_recovery_mean", f"latents for {recovery:.0%} recovery"),
                           ("live_latents", "live latents")):
@@ -258,7 +265,7 @@ def more_features_claim(widths: pd.DataFrame | None, matched: str | None, settin
             sides.append(UNCLEAR if not np.isfinite(ratio) else PASS if ratio >= 1 + growth else FAIL if ratio <= 1
                          else UNCLEAR)
         measured.append(f"{label}: " + ", ".join(f"{m} {v:.0f}" for m, v in zip(table["model"], values)))
-    return Verdict("(d)", statement, criterion, f"spec {matched}: " + "; ".join(measured), combine(sides))
+    return Verdict("(d)", statement, criterion, f"spec {matched}: " + "; ".join(measured), combine(sides), detail)
 
 
 # --- the comparison with the talk's table ----------------------------------------------------
@@ -312,10 +319,12 @@ def run_verdicts(
     run_seed: int,
 ) -> pd.DataFrame:
     """Rule verdicts: the verdict on every claim of the talk for one SAE spec (outputs: verdicts,
-    talk_comparison). `inputs`: pairs, points, controls, budget_windows (one CSV per model), and
-    matched_widths (the widths table of the spec at matched reconstruction; empty when none)."""
+    talk_comparison). `inputs`: pairs, points, controls, budget_windows (one CSV per model; none for
+    a planted family), and matched_widths (the widths table of the spec at matched reconstruction;
+    empty when none)."""
     pairs, points = pd.read_csv(inputs["pairs"]), pd.read_parquet(inputs["points"])
-    windows = pd.concat([pd.read_csv(path) for path in inputs["budget_windows"]], ignore_index=True)
+    budgets = inputs["budget_windows"]  # none for a planted family
+    windows = pd.concat([pd.read_csv(path) for path in budgets], ignore_index=True) if budgets else None
     matched_widths = pd.read_csv(inputs["matched_widths"][0]) if inputs["matched_widths"] else None
     table = pd.DataFrame([
         importance_claim(pairs, verdicts),

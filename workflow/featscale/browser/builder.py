@@ -3,7 +3,8 @@
 Layout of `browser/{sae}/` (opens from the file system: no server, no network):
 
     index.html, browser.js, browser.css    the page (static, copied from assets/)
-    data/manifest.js      JSON: run, SAE, models, ordered pairs with the report's r and fit,
+    data/manifest.js      JSON: run, SAE, a note for the reader (what a planted family's tokens
+                          are; empty otherwise), models, ordered pairs with the report's r and fit,
                           the windows' geometry, each model's census and shards
     data/vocab.js         JSON: the display text of every token id (the run's tokenizer)
     data/tokens.js        binary: the analysis windows' token ids, (n_windows, context)
@@ -91,9 +92,10 @@ class StudySettings:
     analysis split's windows are consecutive and need none)."""
 
 
-def build_browser(out: str | Path, inputs: BrowserInputs, study: StudySettings, run: str, sae: str,
-                  examples: ExampleSettings = ExampleSettings()) -> dict[str, Any]:
-    """Write the browser into the folder `out` (atomically); returns its manifest."""
+def build_browser(out: str | Path, inputs: BrowserInputs, study: StudySettings, run: str, sae: str, *,
+                  examples: ExampleSettings = ExampleSettings(), note: str = "") -> dict[str, Any]:
+    """Write the browser into the folder `out` (atomically); returns its manifest. `note`: a line the
+    page shows under its title (what a reader should know of this run's tokens)."""
     manifest: dict[str, Any] = {}
 
     def write(folder: Path) -> None:
@@ -131,6 +133,7 @@ def build_browser(out: str | Path, inputs: BrowserInputs, study: StudySettings, 
             "format": FORMAT,
             "run": run,
             "sae": sae,
+            "note": note,
             "models": models,
             "pairs": _pair_summaries(pd.read_csv(inputs.pairs), models),
             "n_tokens": first.n_tokens,
@@ -163,10 +166,12 @@ def run_feature_browser(
     min_count: int,
     analysis: AnalysisSettings,
     run_seed: int,
+    planted: bool = False,
 ) -> dict[str, Any]:
     """Rule feature_browser: the browser of SAE spec `sae`. `inputs`: features (the stores), saes
     (their weights), tokens, tokenizer, points, census, pairs; each store and SAE is matched to its
-    model by what it records."""
+    model by what it records. `planted`: the models are a planted family (the page says what its
+    token contexts are)."""
     features = by_model(inputs["features"])
     study = StudySettings(min_count, analysis.collapsed_threshold, analysis.collapsed_min_neighbours, run_seed)
     files = BrowserInputs(
@@ -174,7 +179,14 @@ def run_feature_browser(
         tokens=inputs["tokens"], tokenizer=inputs["tokenizer"], points=inputs["points"], census=inputs["census"],
         pairs=inputs["pairs"],
     )
-    return build_browser(out, files, study, run=run, sae=sae)
+    return build_browser(out, files, study, run=run, sae=sae, note=PLANTED_NOTE if planted else "")
+
+
+# the contexts of a planted family's latents are real windows of its tokens, but the tokens only key
+# the draws of the planted activations (featscale.planted): they show where a latent fires, not why
+PLANTED_NOTE = ("A planted family (docs/planted.md): its features are known and its tokens only index their "
+                "random draws, so a latent's contexts show where it fires, not what it means; "
+                "analysis/<spec>/truth_recovery.csv names the latent that recovers each planted feature best.")
 
 
 # ---------------------------------------------------------------- windows and tokens

@@ -1,4 +1,5 @@
-"""Writing a feature store: a model and its SAE run over the chosen windows, codes to disk as they come."""
+"""Writing a feature store: a model (an activation source) and its SAE run over the chosen windows, codes
+to disk as they come."""
 
 from __future__ import annotations
 
@@ -14,11 +15,11 @@ from tqdm import tqdm
 
 from featscale.config import FeatureSettings, Reading, SAESpec
 from featscale.data.token_store import open_split
-from featscale.execution.devices import autocast, pick_device
+from featscale.execution.devices import pick_device
 from featscale.features.store import CODE_CHUNK, FORMAT, STAT_ARRAYS, counted_tokens, feature_windows, tokens_sha256
 from featscale.io import checked_array_options, recorded_sha256, write_atomically
-from featscale.models.gpt import GPT
-from featscale.saes.base import SparseAutoencoder, load_model_and_sae
+from featscale.models.source import ActivationSource
+from featscale.saes.base import SparseAutoencoder, load_source_and_sae
 from featscale.saes.gated import GatedSAE
 
 log = logging.getLogger(__name__)
@@ -100,7 +101,7 @@ class FeatureWriter:
 
 
 def encode_features(
-    model: GPT,
+    source: ActivationSource,
     sae: SparseAutoencoder,
     windows: np.ndarray,
     out: str | Path,
@@ -112,7 +113,7 @@ def encode_features(
     attrs: Mapping[str, Any],
     fold: str = "exact",
 ) -> dict[str, Any]:
-    """Run model and SAE over `windows` (n_windows, context) and write the feature store `out`.
+    """Run the source and its SAE over `windows` (n_windows, context) and write the feature store `out`.
 
     The codes of the positions from the reading's first on, the first `n_tokens` of them. `fold`
     (SAESpec.fold_decoder_norm): exact stores the codes as the SAE encodes them, with its
@@ -122,12 +123,12 @@ def encode_features(
     per-latent statistics stay in memory. The store appears at `out` only when complete.
     Returns the store's attrs.
     """
-    if sae.config.d_in != model.config.width:
+    if sae.config.d_in != source.width:
         raise ValueError(
-            f"the SAE reads d_in = {sae.config.d_in} but the model's width is {model.config.width}: "
+            f"the SAE reads d_in = {sae.config.d_in} but the model's width is {source.width}: "
             "it was trained on another model"
         )
-    model, sae = model.to(device).eval(), sae.to(device).eval()
+    source, sae = source.to(device), sae.to(device).eval()
     first = reading.first_position
     token_ids = counted_tokens(windows, first == 0, n_tokens)
     if len(token_ids) != n_tokens:
@@ -154,8 +155,7 @@ def encode_features(
                 if writer.n_tokens >= n_tokens:
                     break
                 batch = torch.from_numpy(windows[start : start + batch_size]).to(device)
-                with autocast(device, enabled=reading.autocast):
-                    acts = model.activations(batch, reading.layer, reading.site)  # (B, T, d)
+                acts = source.activations(batch, reading)  # (B, T, d)
                 x = acts[:, first:].float().reshape(-1, acts.shape[-1])[: n_tokens - writer.n_tokens]  # (N, d)
                 writer.add(encode(x))
                 progress.update(len(x))
@@ -179,13 +179,17 @@ def run_encode_features(
     sae: str,
 ) -> dict[str, Any]:
     """Rule encode_features: the store `out` of the codes of SAE `sae` of model `model` over the
-    feature windows. `inputs`: tokens (the token store), model_weights, model_config, sae_weights."""
-    gpt, autoencoder = load_model_and_sae(inputs)
-    windows = feature_windows(open_split(inputs["tokens"], features.split), features, gpt.config.context, run_seed)
+    feature windows. `inputs`: tokens (the token store), sae_weights, and model_weights, model_config
+    (a GPT) or truth (a planted family's truth store)."""
+    source, autoencoder = load_source_and_sae(inputs, model)
+    windows = feature_windows(open_split(inputs["tokens"], features.split), features, source.context, run_seed)
     return encode_features(
-        gpt, autoencoder, windows, out, spec.reading(features.include_position_0), n_tokens=features.tokens,
+        source, autoencoder, windows, out, spec.reading(features.include_position_0), n_tokens=features.tokens,
         batch_size=features.batch_windows, device=pick_device(device), fold=spec.fold_decoder_norm,
         attrs={"model": model, "sae": sae, "split": features.split,
-               # which weights made these codes (verified as they were loaded): consumers check they match
-               "model_sha256": recorded_sha256(inputs["model_weights"]), "sae_sha256": recorded_sha256(inputs["sae_weights"])},
+               # which weights made these codes (verified as they were loaded): consumers check they match;
+               # a planted model has no weights, its family's fingerprint stands for them
+               "model_sha256": (recorded_sha256(inputs["model_weights"]) if "model_weights" in inputs
+                                else source.fingerprint),
+               "sae_sha256": recorded_sha256(inputs["sae_weights"])},
     )

@@ -1,4 +1,4 @@
-"""Sparse autoencoders (SAEs) on one activation site of a featscale GPT-2: the shared interface.
+"""Sparse autoencoders (SAEs) on one activation site of a featscale model (a GPT-2, or a planted family): the shared interface.
 
 Read top to bottom: the config, the output, the base class (scaling, decoding, decoder-norm
 utilities, bias init, save/load) and the registry of variants; each variant is a small
@@ -40,7 +40,7 @@ from torch import Tensor, nn
 
 from featscale.config import Record
 from featscale.io import verify_safetensors, write_json, write_safetensors
-from featscale.models.gpt import GPT, load_model
+from featscale.models.source import ActivationSource, load_source
 from featscale.names import SAE_CONFIG_FILENAME, SAE_RULE, SAE_WEIGHTS_FILENAME
 
 ARCHITECTURES = ("gated", "relu", "topk")
@@ -509,7 +509,8 @@ def make_sae(config: SAEConfig) -> SparseAutoencoder:
     return _VARIANTS[config.architecture](config)
 
 
-def load_model_and_sae(inputs: Mapping[str, str | Path]) -> tuple[GPT, SparseAutoencoder]:
-    """A rule's model (inputs model_weights, model_config) and its SAE (input sae_weights)."""
+def load_source_and_sae(inputs: Mapping[str, str | Path], model: str) -> tuple[ActivationSource, SparseAutoencoder]:
+    """A rule's model `model` as an activation source (featscale.models.source.load_source: a GPT's
+    inputs model_weights and model_config, or a planted family's truth) and its SAE (input sae_weights)."""
     sae = SparseAutoencoder.load(Path(inputs["sae_weights"]).parent)
-    return load_model(inputs["model_weights"], inputs["model_config"]), sae
+    return load_source(inputs, model), sae

@@ -32,7 +32,7 @@ from featscale.features.store import open_features, tokens_sha256
 from featscale.io import recorded_sha256, write_frame
 from featscale.models.gpt import GPT
 from featscale.models.loss import mean_activation
-from featscale.saes.base import SparseAutoencoder, load_model_and_sae
+from featscale.saes.base import SparseAutoencoder, load_source_and_sae
 from featscale.seeds import stream_rng
 
 log = logging.getLogger(__name__)
@@ -95,7 +95,10 @@ def run_feature_budget(
     windows, the loss per variant and window) on the first budget.tokens of val. `inputs`: tokens,
     model_weights, model_config, sae_weights, features (its feature store, whose importance and
     firing counts rank the latents)."""
-    gpt, autoencoder = load_model_and_sae(inputs)
+    source, autoencoder = load_source_and_sae(inputs, model)
+    if not source.language_model:
+        raise ValueError(f"{model} has no language model (a planted family): it has no feature budget")
+    gpt = source.model
     store = open_features(inputs["features"])
     store.check_made_with(inputs["sae_weights"], recorded_sha256(inputs["sae_weights"]))
     variants = budget_variants(store.stat("importance"), store.stat("count"), budget, run_seed)

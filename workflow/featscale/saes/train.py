@@ -1,7 +1,8 @@
 """Training an SAE on one site of a trained model, on activations made on the fly.
 
-The model runs over train-split windows (the same windows for every width, from the
-run's seed), only as far as the SAE's site; a buffer of many sequences' activations is
+The model (an activation source: a GPT, run only as far as the SAE's site, or a model of a
+planted family) reads train-split windows (the same windows for every width, from the
+run's seed); a buffer of many sequences' activations is
 shuffled and served in batches, so no activation ever touches the disk. Buffer b's
 content is a function of b alone, which makes checkpoints small: a resumed job rebuilds
 the buffer it was in and continues the same token stream.
@@ -24,10 +25,10 @@ from featscale.config import SAESpec
 from featscale.data.sampler import BatchSampler
 from featscale.data.token_store import TokenSplit, open_split
 from featscale.execution.checkpoints import Checkpoints
-from featscale.execution.devices import autocast, pick_device
+from featscale.execution.devices import pick_device
 from featscale.execution.jobs import Stopped, StopRequested
-from featscale.io import file_sha256, write_csv
-from featscale.models.gpt import GPT, load_model
+from featscale.io import write_csv
+from featscale.models.source import ActivationSource, load_source
 from featscale.saes.base import (
     DeadLatentTracker,
     SAEConfig,
@@ -108,10 +109,11 @@ def schedule(step: int, steps: int, spec: SAESpec, d_in: int | None = None) -> t
 class ActivationBuffer:
     """Shuffled activations of many sequences; buffer `index` is the same on every run."""
 
-    def __init__(self, model: GPT, tokens: TokenSplit | np.ndarray, spec: SAESpec, run_seed: int, device: torch.device):
-        context = model.config.context
-        self.model, self.spec, self.device = model, spec, device
-        self.layer, self.site = spec.layer, spec.site
+    def __init__(self, source: ActivationSource, tokens: TokenSplit | np.ndarray, spec: SAESpec, run_seed: int,
+                 device: torch.device):
+        context = source.context
+        self.source, self.spec, self.device = source, spec, device
+        self.reading = spec.reading()
         self.sequences = spec.buffer_sequences
         self.first = spec.first_position  # position 0 is unlike all others
         self.tokens_per_buffer = self.sequences * (context - self.first)
@@ -125,8 +127,7 @@ class ActivationBuffer:
         parts = []
         for i in range(self.steps_per_buffer):
             ids = torch.from_numpy(self.sampler.batch(index * self.steps_per_buffer + i)[:, :-1]).to(self.device)
-            with autocast(self.device, enabled=self.spec.model_autocast):
-                acts = self.model.activations(ids, self.layer, self.site)  # (B, T, d)
+            acts = self.source.activations(ids, self.reading)  # (B, T, d)
             parts.append(acts[:, self.first :].float().flatten(0, 1))
         acts = torch.cat(parts)[: self.tokens_per_buffer]
         order = torch.from_numpy(np.random.default_rng([self.seed, index]).permutation(len(acts)))
@@ -146,21 +147,19 @@ def train_sae(
 ) -> SparseAutoencoder:
     """Rule train_sae: the SAE of spec `spec` on the model named `model`, written to `outputs`.
 
-    `inputs`: tokens (the token store), model_weights, model_config. `outputs`: weights and
-    config (SAELens' two files, in one folder) and metrics (CSV). `model_export`: where the
-    model's Hugging Face export is (rule export_hf), the model SAELens' metadata name.
+    `inputs`: tokens (the token store), and model_weights, model_config (a GPT) or truth (a planted
+    family's truth store). `outputs`: weights and config (SAELens' two files, in one folder) and
+    metrics (CSV). `model_export`: where the model's Hugging Face export is (rule export_hf), the
+    model SAELens' metadata name (None for a planted family, which has no export).
     """
     stop = StopRequested()
     hook = {"model": model, "layer": spec.layer, "site": spec.site}
     device = pick_device(device)
-    gpt = load_model(inputs["model_weights"], inputs["model_config"]).to(device).eval()
-    for parameter in gpt.parameters():
-        parameter.requires_grad_(False)
-    settings = {"spec": spec.to_dict(), "hook": hook, "run_seed": run_seed,
-                "model_sha256": file_sha256(inputs["model_weights"])}
+    source = load_source(inputs, model).to(device)
+    settings = {"spec": spec.to_dict(), "hook": hook, "run_seed": run_seed, "model_sha256": source.fingerprint}
     checkpoints = Checkpoints(checkpoints, settings)
 
-    buffer = ActivationBuffer(gpt, open_split(inputs["tokens"], "train"), spec, run_seed, device)
+    buffer = ActivationBuffer(source, open_split(inputs["tokens"], "train"), spec, run_seed, device)
     batch = spec.batch_tokens
     batches_per_buffer = buffer.tokens_per_buffer // batch
     steps = spec.tokens // batch
@@ -171,11 +170,11 @@ def train_sae(
         )
 
     torch.manual_seed(derive_seed(run_seed, "sae_init", spec.seed))
-    provenance = {"context_size": gpt.config.context, "first_position": spec.first_position,
+    provenance = {"context_size": source.context, "first_position": spec.first_position,
                   "dataset_path": str(inputs["tokens"])}
     if model_export is not None:
         provenance["model_path"] = str(model_export)
-    sae = make_sae(sae_config_from_spec(spec, gpt.config.width, hook, provenance))
+    sae = make_sae(sae_config_from_spec(spec, source.width, hook, provenance))
     first = buffer.fill(0)
     sae.config.input_scale = SparseAutoencoder.input_scale_for(first)
     sae.init_from_data(first[: spec.bias_init_tokens].cpu(), spec.bias_init)

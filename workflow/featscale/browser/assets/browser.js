@@ -89,6 +89,10 @@
     $("title").textContent = `${manifest.run} · SAE ${manifest.sae} · ${manifest.n_tokens.toLocaleString("en")} ` +
       `${manifest.split} tokens`;
     document.title = `Feature browser: ${manifest.run} / ${manifest.sae}`;
+    if (manifest.note) {
+      $("note").textContent = manifest.note;
+      $("note").hidden = false;
+    }
     const models = manifest.models;
     for (const [id, chosen] of [["source", models[0]], ["target", models[1]]]) {
       const select = $(id);

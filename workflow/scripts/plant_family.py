@@ -1,0 +1,4 @@
+from featscale.execution.jobs import run_rule
+
+# the rule's params, wildcards, inputs and outputs are this function's arguments, by name
+run_rule(snakemake, "featscale.planted:run_plant_family")
