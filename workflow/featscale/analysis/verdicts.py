@@ -93,7 +93,7 @@ def importance_claim(pairs: pd.DataFrame, settings: VerdictSettings) -> Verdict:
         return Verdict("(a)", statement, criterion, "no intervals (analysis.bootstrap_resamples is 0)", INCONCLUSIVE)
     sides, failed, empty = [], [], []
     for row in chosen.itertuples():
-        if row.n < MIN_POINTS:
+        if getattr(row, "n", MIN_POINTS) < MIN_POINTS:  # pairs.csv has n; a table made by hand may not
             empty.append(f"{row.source} → {row.target} (n = {row.n})")
         parts = (side(row.spearman_rho_low, row.spearman_rho_high, settings.min_rank_correlation),
                  side(row.partial_r_given_log_frequency_low, row.partial_r_given_log_frequency_high,
