@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -20,6 +22,12 @@ ENTRY_POINTS = ("Snakefile", "workflow/Snakefile")  # the design card's, and the
 def test_lint_has_no_findings(entry_point, tmp_path):
     done = snakemake("--lint", cwd=tmp_path, snakefile=REPO / entry_point)
     assert "Congratulations, your workflow is in a good condition!" in done.stdout + done.stderr
+
+
+def test_every_snakemake_file_is_formatted_by_snakefmt():
+    files = [REPO / "Snakefile", REPO / "workflow" / "Snakefile", *sorted((REPO / "workflow" / "rules").glob("*.smk"))]
+    done = subprocess.run([sys.executable, "-m", "snakefmt", "--check", *map(str, files)], capture_output=True, text=True)
+    assert done.returncode == 0, f"run `snakefmt Snakefile workflow/Snakefile workflow/rules`:\n{done.stderr}"
 
 
 def planned_jobs(dry_run: str) -> list[tuple[str, ...]]:

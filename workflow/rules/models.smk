@@ -10,6 +10,17 @@ rule train_model:
         config=f"{RESULTS}/models/{{model}}/config.json",
         metrics=f"{RESULTS}/models/{{model}}/metrics.csv",
         final=f"{RESULTS}/models/{{model}}/final.json",
+    log:
+        log_path("train_model/{model}"),
+    benchmark:
+        benchmark_path("train_model/{model}")
+    conda:
+        "../../envs/torch.yaml"
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=gpu_job_mem_mb,
+        runtime=train_model_runtime,
     params:
         models=SETTINGS.models.to_dict(),
         width=width_of,
@@ -18,17 +29,6 @@ rule train_model:
         training=training_settings,
         evaluation_tokens=SETTINGS.evaluation.tokens,
         checkpoints=lambda wildcards: f"{RESULTS}/checkpoints/models/{wildcards.model}",
-    threads: 2
-    resources:
-        gpu=1,
-        mem_mb=gpu_job_mem_mb,
-        runtime=train_model_runtime,
-    log:
-        log_path("train_model/{model}"),
-    benchmark:
-        benchmark_path("train_model/{model}")
-    conda:
-        "../../envs/torch.yaml"
     script:
         "../scripts/train_model.py"
 
@@ -41,16 +41,16 @@ rule export_hf:
         tokenizer=rules.train_tokenizer.output[0],
     output:
         directory(hf_export_path()),
-    params:
-        # for the model card
-        run=SETTINGS.run,
-        corpus=SETTINGS.data.corpus().to_dict(),
-        widths=SETTINGS.models.widths,
     log:
         log_path("export_hf/{model}"),
     benchmark:
         benchmark_path("export_hf/{model}")
     conda:
         "../../envs/torch.yaml"
+    params:
+        # for the model card
+        run=SETTINGS.run,
+        corpus=SETTINGS.data.corpus().to_dict(),
+        widths=SETTINGS.models.widths,
     script:
         "../scripts/export_hf.py"

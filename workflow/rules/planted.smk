@@ -6,19 +6,19 @@
 rule plant_family:
     output:
         directory(TRUTH),
-    params:
-        planted=SETTINGS.planted.to_dict(),
-        widths=list(SETTINGS.models.widths),
-        model_names=MODELS,
-        context=SETTINGS.models.context,
-        run_seed=SETTINGS.seed,
-    threads: 1
     log:
         log_path("plant_family"),
     benchmark:
         benchmark_path("plant_family")
     conda:
         "../../envs/analysis.yaml"
+    threads: 1
+    params:
+        planted=SETTINGS.planted.to_dict(),
+        widths=list(SETTINGS.models.widths),
+        model_names=MODELS,
+        context=SETTINGS.models.context,
+        run_seed=SETTINGS.seed,
     script:
         "../scripts/plant_family.py"
 
@@ -26,8 +26,12 @@ rule plant_family:
 rule score_truth:
     input:
         truth=TRUTH,
-        saes=lambda wildcards: expand(rules.train_sae.output.weights, model=MODELS, sae=wildcards.sae),
-        sae_configs=lambda wildcards: expand(rules.train_sae.output.config, model=MODELS, sae=wildcards.sae),
+        saes=lambda wildcards: expand(
+            rules.train_sae.output.weights, model=MODELS, sae=wildcards.sae
+        ),
+        sae_configs=lambda wildcards: expand(
+            rules.train_sae.output.config, model=MODELS, sae=wildcards.sae
+        ),
         points=rules.universality.output.points,
         pairs=rules.universality.output.pairs,
         widths=rules.width_summary.output.widths,
@@ -38,18 +42,18 @@ rule score_truth:
         truth_pairs=analysis_path("truth_pairs.csv"),
         truth_widths=analysis_path("truth_widths.csv"),
         truth_summary=analysis_path("truth_summary.json"),
-    params:
-        truth=SETTINGS.truth.to_dict(),
-        verdicts=SETTINGS.verdicts.to_dict(),
-        resamples=SETTINGS.analysis.bootstrap_resamples,
-        confidence=SETTINGS.analysis.confidence,
-        run_seed=SETTINGS.seed,
-    threads: 1
     log:
         log_path("score_truth/{sae}"),
     benchmark:
         benchmark_path("score_truth/{sae}")
     conda:
         "../../envs/analysis.yaml"
+    threads: 1
+    params:
+        truth=SETTINGS.truth.to_dict(),
+        verdicts=SETTINGS.verdicts.to_dict(),
+        resamples=SETTINGS.analysis.bootstrap_resamples,
+        confidence=SETTINGS.analysis.confidence,
+        run_seed=SETTINGS.seed,
     script:
         "../scripts/score_truth.py"

@@ -4,9 +4,15 @@
 
 rule universality:
     input:
-        features=lambda wildcards: expand(rules.encode_features.output[0], model=MODELS, sae=wildcards.sae),
-        saes=lambda wildcards: expand(rules.train_sae.output.weights, model=MODELS, sae=wildcards.sae),
-        sae_configs=lambda wildcards: expand(rules.train_sae.output.config, model=MODELS, sae=wildcards.sae),
+        features=lambda wildcards: expand(
+            rules.encode_features.output[0], model=MODELS, sae=wildcards.sae
+        ),
+        saes=lambda wildcards: expand(
+            rules.train_sae.output.weights, model=MODELS, sae=wildcards.sae
+        ),
+        sae_configs=lambda wildcards: expand(
+            rules.train_sae.output.config, model=MODELS, sae=wildcards.sae
+        ),
         correlations=lambda wildcards: correlation_paths(wildcards.sae),
         nulls=lambda wildcards: shifted_null_paths(wildcards.sae),
         untrained=lambda wildcards: untrained_null_paths(wildcards.sae),
@@ -21,27 +27,29 @@ rule universality:
         r_table_masked=analysis_path("r_table_masked.csv"),
         r_table_masked_md=analysis_path("r_table_masked.md"),
         controls=analysis_path("controls.csv"),
-    params:
-        min_count=SETTINGS.correlation.min_count,
-        analysis=SETTINGS.analysis.to_dict(),
-        controls=SETTINGS.controls.to_dict(),
-        run_seed=SETTINGS.seed,
-    threads: 1
-    resources:
-        mem_mb=8000,
     log:
         log_path("universality/{sae}"),
     benchmark:
         benchmark_path("universality/{sae}")
     conda:
         "../../envs/analysis.yaml"
+    threads: 1
+    resources:
+        mem_mb=8000,
+    params:
+        min_count=SETTINGS.correlation.min_count,
+        analysis=SETTINGS.analysis.to_dict(),
+        controls=SETTINGS.controls.to_dict(),
+        run_seed=SETTINGS.seed,
     script:
         "../scripts/universality.py"
 
 
 rule width_summary:
     input:
-        evaluations=lambda wildcards: expand(rules.evaluate_sae.output[0], model=MODELS, sae=wildcards.sae),
+        evaluations=lambda wildcards: expand(
+            rules.evaluate_sae.output[0], model=MODELS, sae=wildcards.sae
+        ),
         budgets=lambda wildcards: budget_paths(wildcards.sae),
         census=rules.universality.output.census,
     output:
@@ -50,16 +58,16 @@ rule width_summary:
         widths=analysis_path("widths.csv"),
         scaling=analysis_path("scaling.csv"),
         scaling_fits=analysis_path("scaling_fits.json"),
-    params:
-        n_layers=SETTINGS.models.n_layers,
-        recovery=SETTINGS.feature_budget.recovery,
-    threads: 1
     log:
         log_path("width_summary/{sae}"),
     benchmark:
         benchmark_path("width_summary/{sae}")
     conda:
         "../../envs/analysis.yaml"
+    threads: 1
+    params:
+        n_layers=SETTINGS.models.n_layers,
+        recovery=SETTINGS.feature_budget.recovery,
     script:
         "../scripts/width_summary.py"
 
@@ -74,8 +82,13 @@ rule figures:
         widths=rules.width_summary.output.widths,
         scaling=rules.width_summary.output.scaling,
         scaling_fits=rules.width_summary.output.scaling_fits,
-        model_metrics=[] if PLANTED else expand(rules.train_model.output.metrics, model=MODELS),  # a planted family trains none
-        sae_metrics=lambda wildcards: expand(rules.train_sae.output.metrics, model=MODELS, sae=wildcards.sae),
+        model_metrics=(
+            [] if PLANTED else expand(rules.train_model.output.metrics, model=MODELS)
+        ),
+        # a planted family trains none
+        sae_metrics=lambda wildcards: expand(
+            rules.train_sae.output.metrics, model=MODELS, sae=wildcards.sae
+        ),
     output:
         grid=report(
             figure_path("universality_grid.png"),
@@ -129,13 +142,13 @@ rule figures:
             caption="../report/training_curves.rst",
             category="Training",
         ),
-    threads: 1
     log:
         log_path("figures/{sae}"),
     benchmark:
         benchmark_path("figures/{sae}")
     conda:
         "../../envs/analysis.yaml"
+    threads: 1
     script:
         "../scripts/figures.py"
 
@@ -150,19 +163,19 @@ rule verdicts:
     output:
         verdicts=analysis_path("verdicts.csv"),
         talk_comparison=analysis_path("talk_comparison.csv"),
-    params:
-        verdicts=SETTINGS.verdicts.to_dict(),
-        matched=lambda wildcards: SETTINGS.matched_spec(wildcards.sae),
-        recovery=SETTINGS.feature_budget.recovery,
-        confidence=SETTINGS.analysis.confidence,
-        run_seed=SETTINGS.seed,
-    threads: 1
     log:
         log_path("verdicts/{sae}"),
     benchmark:
         benchmark_path("verdicts/{sae}")
     conda:
         "../../envs/analysis.yaml"
+    threads: 1
+    params:
+        verdicts=SETTINGS.verdicts.to_dict(),
+        matched=lambda wildcards: SETTINGS.matched_spec(wildcards.sae),
+        recovery=SETTINGS.feature_budget.recovery,
+        confidence=SETTINGS.analysis.confidence,
+        run_seed=SETTINGS.seed,
     script:
         "../scripts/verdicts.py"
 
@@ -182,13 +195,17 @@ rule study_report:
         verdicts=expand(rules.verdicts.output.verdicts, sae=SAES),
         talk_comparison=expand(rules.verdicts.output.talk_comparison, sae=SAES),
     output:
-        report(f"{RESULTS}/report.md", caption="../report/report_md.rst", category="Report"),
-    params:
-        settings=SETTINGS.report().to_dict(),
-    threads: 1
+        report(
+            f"{RESULTS}/report.md",
+            caption="../report/report_md.rst",
+            category="Report",
+        ),
     log:
         log_path("study_report"),
     conda:
         "../../envs/analysis.yaml"
+    threads: 1
+    params:
+        settings=SETTINGS.report().to_dict(),
     script:
         "../scripts/study_report.py"
