@@ -147,6 +147,28 @@ def test_safetensors_files_record_their_hash_and_their_configs(model_files, sae_
     verify_safetensors(exported / "model.safetensors", "export_hf", config=exported / "config.json")
 
 
+SAVE_IN_A_NEW_PROCESS = """
+import sys, torch
+from featscale.io import write_safetensors
+from safetensors.torch import save_file
+tensors = {"w": torch.arange(12.0).reshape(3, 4), "b": torch.zeros(3)}
+write_safetensors(sys.argv[1], lambda path, metadata: save_file(tensors, str(path), metadata=metadata),
+                  metadata={"format": "pt", "featscale.note": "x"}, config=sys.argv[2])
+"""
+
+
+def test_the_same_tensors_give_the_same_bytes_in_every_process(tmp_path):
+    # safetensors writes metadata in a Rust HashMap's order, which changes from process to process
+    config = tmp_path / "config.json"
+    config.write_text("{}")
+    files = [tmp_path / f"{i}.safetensors" for i in range(6)]
+    for path in files:
+        subprocess.run([sys.executable, "-c", SAVE_IN_A_NEW_PROCESS, str(path), str(config)], check=True,
+                       env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "workflow")})
+    assert len({path.read_bytes() for path in files}) == 1
+    verify_safetensors(files[0], "train_model", config=config)
+
+
 # ---- a changed byte in each kind of artifact: the consumer stops, naming it -----------------------
 
 

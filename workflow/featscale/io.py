@@ -168,6 +168,7 @@ def write_safetensors(
 
     def write(partial: Path) -> None:
         save(partial, recorded)
+        _sort_metadata(partial)
         slot = _hash_slot(_UNHASHED)
         at = _safetensors_header(partial).index(slot) + len(slot) - len(_UNHASHED) - 1
         digest = file_sha256(partial)
@@ -176,6 +177,24 @@ def write_safetensors(
             handle.write(digest.encode())
 
     return write_atomically(path, write)
+
+
+def _sort_metadata(path: Path) -> None:
+    """Rewrite a safetensors file's metadata with its keys sorted, in place: safetensors writes them
+    in the order of a Rust HashMap, which differs from one process to the next, so the same tensors
+    would give other bytes (and another SHA-256) on every run. The header keeps its length."""
+    header = _safetensors_header(path)
+    parsed = json.loads(header[8:])
+    if len(parsed.get("__metadata__") or {}) < 2:
+        return
+    parsed["__metadata__"] = dict(sorted(parsed["__metadata__"].items()))
+    text = json.dumps(parsed, separators=(",", ":"), ensure_ascii=False).encode()
+    body = header[8:]
+    if len(text) > len(body) or body[len(text):].strip(b" "):
+        raise ValueError(f"{path}: its safetensors header cannot be rewritten in place")
+    with open(path, "r+b") as handle:
+        handle.seek(8)
+        handle.write(text + b" " * (len(body) - len(text)))
 
 
 def verify_safetensors(path: str | Path, producer: str, *, config: str | Path | None = None) -> str:
