@@ -798,8 +798,9 @@ def run_figures(inputs: Mapping[str, Any], outputs: Mapping[str, str | Path]) ->
     for mask, name in (("all", "grid"), ("masked", "grid_masked")):
         chosen = points if mask == "all" else points[~points["collapsed"]]
         # every ordered pair gets its panel, an empty one where the mask leaves no latent
-        panels = {(row.source, row.target): chosen[(chosen.source == row.source) & (chosen.target == row.target)]
-                  for row in points[["source", "target"]].drop_duplicates().itertuples()}
+        groups = dict(list(chosen.groupby(["source", "target"], sort=False)))
+        panels = {pair: groups.get(pair, chosen.iloc[:0])
+                  for pair in points[["source", "target"]].drop_duplicates().itertuples(index=False, name=None)}
         universality_grid(panels, pairs[pairs["mask"] == mask], outputs[name], replicate_pairs=replicates,
                           reference_lines=ceilings)
     write_atomically(outputs["nulls"], lambda folder: _null_figures(points, ceilings, folder))
